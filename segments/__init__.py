@@ -1,0 +1,1 @@
+"""How users are grouped: model protocol, river pipelines, labels, segment policy, snapshots."""

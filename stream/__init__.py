@@ -1,0 +1,1 @@
+"""How events flow: settings, the Kafka loop and checkpoint, publisher, dead letters, tools."""

@@ -1,0 +1,198 @@
+"""One frozen settings object; the environment is read here and nowhere else.
+
+Environment variables use the prefix `SEGSTREAM_` and `__` for nesting
+(`SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS`); CLI flags override them. Any librdkafka property passes
+through `SEGSTREAM_KAFKA__CONFIG__<NAME>` (underscores become dots) or `-X name=value`.
+Secrets never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream.errors import ConfigError
+
+ENV_PREFIX: Final = "SEGSTREAM_"
+_SECRET_KEY = re.compile(r"password|secret|token|credentials|sasl\.oauthbearer\.config", re.I)
+REDACTED: Final = "**********"
+
+
+def _frozen() -> ConfigDict:
+    return ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(BaseModel):
+    model_config = _frozen()
+
+    bootstrap_servers: str = Field("localhost:9092", min_length=1)
+    group_id: str = Field("segstream", min_length=1)
+    # Tansu (the local broker) takes about half the session timeout to form a group; 6 s keeps
+    # joins quick while staying above librdkafka's heartbeat interval.
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    # A waiting fetch on Tansu is not woken by new data, so this bounds end-to-end latency.
+    fetch_wait_max_ms: int = Field(50, ge=1, le=10_000)
+    config: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _dotted_keys(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k).lower().replace("_", "."): str(v) for k, v in value.items()}
+        return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (redact_config(value) if name == "config" else value)
+
+
+class RedisSettings(BaseModel):
+    model_config = _frozen()
+
+    url: str = Field("redis://localhost:6379/0", min_length=1)
+    socket_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            msg = "must start with redis://, rediss:// or unix://"
+            raise ValueError(msg)
+        return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" else value)
+
+
+class TopicSettings(BaseModel):
+    model_config = _frozen()
+
+    events: str = Field("user-events", min_length=1)
+    segments: str = Field("user-segments", min_length=1)
+    dlq: str = Field("user-events.dlq", min_length=1)
+    partitions: int = Field(6, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1)
+    create: bool = True
+
+
+class LoopSettings(BaseModel):
+    model_config = _frozen()
+
+    batch_size: int = Field(2_000, ge=1, le=100_000)
+    batch_timeout_s: float = Field(0.05, gt=0, le=60)
+    # Offsets are committed at most this often; a crash re-reads at most this much, which the
+    # Redis fences make harmless.
+    commit_interval_s: float = Field(1.0, ge=0, le=600)
+    flush_timeout_s: float = Field(30.0, gt=0)
+    backoff_initial_s: float = Field(0.1, gt=0)
+    backoff_max_s: float = Field(10.0, gt=0)
+    max_event_bytes: int = Field(16_384, ge=64)
+    max_future_ms: int = Field(3_600_000, ge=0)
+
+
+class MetricsSettings(BaseModel):
+    model_config = _frozen()
+
+    port: int = Field(9400, ge=0, le=65_535)
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; build it with `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    key_prefix: str = Field("seg", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read the environment, apply `overrides` (nested dicts), and fail naming the bad setting."""
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        msg = f"invalid settings: {problems}"
+        raise ConfigError(msg) from None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    path = [str(part) for part in error["loc"]]
+    env_name = ENV_PREFIX + "__".join(part.upper() for part in path)
+    shown = error.get("input")
+    if any(_SECRET_KEY.search(part) for part in path) or (path and path[-1] == "url"):
+        shown = REDACTED
+    return f"{env_name} ({'.'.join(path)}): {error['msg']} (got {shown!r})"
+
+
+def redact_config(config: Mapping[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if _SECRET_KEY.search(k) else v) for k, v in config.items()}
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}{REDACTED}@{host}"))
+
+
+def _client_base(settings: Settings) -> dict[str, Any]:
+    # librdkafka's own log lines go through Python logging, not straight to stderr.
+    return {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "logger": logging.getLogger("librdkafka"),
+    }
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka config of the service's consumer; pass-through settings win over ours."""
+    kafka = settings.kafka
+    return {
+        **_client_base(settings),
+        "group.id": kafka.group_id,
+        # Offsets are committed by the checkpoint only, after side effects are acknowledged.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": kafka.session_timeout_ms,
+        "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
+        **kafka.config,
+    }
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka config of every producer; idempotence keeps retries from duplicating."""
+    return {
+        **_client_base(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        # A few ms of lingering turns per-record sends into batches at high rates.
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        **settings.kafka.config,
+    }
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return {**_client_base(settings), **settings.kafka.config}
