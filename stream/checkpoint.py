@@ -1,0 +1,77 @@
+"""The checkpoint: side effects first, offsets last.
+
+1. Redis writes happened inside the handler, before its batch was tracked here.
+2. The producer is flushed; anything undelivered raises `DeliveryError`.
+3. Offsets are committed synchronously and each partition's result is checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from stream import metrics
+from stream.errors import CommitError
+from stream.publisher import Publisher
+
+logger = logging.getLogger(__name__)
+
+
+class Checkpoint:
+    def __init__(
+        self, consumer: Consumer, publisher: Publisher, topic: str, interval_s: float
+    ) -> None:
+        self._consumer = consumer
+        self._publisher = publisher
+        self._topic = topic
+        self._interval_s = interval_s
+        self._next_offsets: dict[int, int] = {}
+        self._last_commit = time.monotonic()
+        self.committed_records = 0
+        self._uncommitted_records = 0
+
+    def track(self, last_offsets: dict[int, int], records: int) -> None:
+        """Record that `records` records up to these offsets (per partition) have been handled."""
+        for partition, offset in last_offsets.items():
+            if offset + 1 > self._next_offsets.get(partition, -1):
+                self._next_offsets[partition] = offset + 1
+        self._uncommitted_records += records
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._next_offsets)
+
+    def due(self) -> bool:
+        return self.pending and time.monotonic() - self._last_commit >= self._interval_s
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop offsets of partitions no longer owned; their new owner reads those records again."""
+        for partition in partitions:
+            self._next_offsets.pop(partition, None)
+
+    def commit(self) -> None:
+        """Flush the producer, then commit offsets; a failure raises a `TransientError`."""
+        if not self._next_offsets:
+            return
+        self._publisher.flush()
+        offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(self._next_offsets.items())]
+        try:
+            results = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0]
+            msg = f"offset commit failed: {error.str()}"
+            raise CommitError(msg, code=error.name()) from exc
+        failed = [(tp, tp.error) for tp in results or [] if tp.error is not None]
+        if failed:
+            detail = ", ".join(f"{tp.topic}[{tp.partition}]: {err.str()}" for tp, err in failed)
+            msg = f"offset commit failed for {detail}"
+            raise CommitError(msg, code=failed[0][1].name())
+        logger.debug("committed %s", {tp.partition: tp.offset for tp in offsets})
+        self._next_offsets.clear()
+        self.committed_records += self._uncommitted_records
+        self._uncommitted_records = 0
+        self._last_commit = time.monotonic()
+        metrics.COMMITS.inc()

@@ -1,0 +1,64 @@
+"""The per-batch seam where the feature store and the segmenter plug into the loop.
+
+A handler receives the valid events of one consumed batch, does its side effects (Redis writes)
+before returning, and returns what the checkpoint must publish before offsets are committed.
+It must be idempotent per (partition, offset): after a failure the loop calls it again with the
+same batch, and after a crash another instance sees the same records again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from features.events import Event, InvalidEvent
+from stream.publisher import OutMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Valid events in consumption order, with the (partition, offset) each came from."""
+
+    topic: str
+    events: Sequence[Event]
+    partitions: Sequence[int]
+    offsets: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An event the handler did not apply and that must be dead-lettered (e.g. stage `late`)."""
+
+    index: int
+    stage: str
+    invalid: InvalidEvent
+
+
+@dataclass(slots=True)
+class Outcome:
+    messages: list[OutMessage] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class BatchHandler(Protocol):
+    def handle(self, batch: Batch) -> Outcome:
+        """Apply the batch; raise `TransientError` when a dependency fails (it will be retried)."""
+        ...
+
+    def partitions_assigned(self, partitions: Sequence[int]) -> None: ...
+
+    def partitions_revoked(self, partitions: Sequence[int]) -> None: ...
+
+
+class NullHandler:
+    """Applies nothing: the bare loop (validation, dead letters, checkpoints) and its benchmark."""
+
+    def handle(self, batch: Batch) -> Outcome:
+        return Outcome()
+
+    def partitions_assigned(self, partitions: Sequence[int]) -> None:
+        return None
+
+    def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        return None

@@ -1,0 +1,336 @@
+"""The consumer loop: poll → decode → handle → publish → checkpoint; a forced commit at the end.
+
+Backpressure: when a step fails with a `TransientError` (Redis or the broker away), the assigned
+partitions are paused, the same step is retried with capped exponential backoff while the consumer
+keeps serving rebalances, and consumption resumes once it succeeds. No record is ever skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from features.events import Event, InvalidEvent, decode_event
+from stream import metrics
+from stream.checkpoint import Checkpoint
+from stream.deadletter import dead_letter
+from stream.errors import SegstreamError, TransientError
+from stream.handler import Batch, BatchHandler
+from stream.publisher import Publisher
+from stream.settings import Settings, consumer_config, producer_config
+from stream.topics import ensure_topics
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+FINAL_COMMIT_ATTEMPTS = 5
+JOIN_GRACE_S = 60.0
+
+
+class StoppedError(SegstreamError):
+    """A stop was requested while a step was failing; the failing work stays uncommitted."""
+
+
+@dataclass
+class RunSummary:
+    consumed: int = 0
+    processed: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+    committed: int = 0
+    batches: int = 0
+    retries: int = 0
+    elapsed_s: float = 0.0
+    # Seconds from start to the first record: group join and fetch start-up, not throughput.
+    first_record_s: float = 0.0
+    # Seconds from the first record to the end of the last batch: what throughput is measured on.
+    busy_s: float = 0.0
+    stopped_by: str = ""
+    clean_exit: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        rate = self.consumed / self.busy_s if self.busy_s > 0 else 0.0
+        return {
+            "consumed": self.consumed,
+            "processed": self.processed,
+            "dead_lettered": sum(self.dead_lettered.values()),
+            "dead_lettered_by_reason": dict(self.dead_lettered),
+            "committed": self.committed,
+            "batches": self.batches,
+            "retries": self.retries,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "first_record_s": round(self.first_record_s, 3),
+            "busy_s": round(self.busy_s, 3),
+            "events_per_second": round(rate, 1),
+            "stopped_by": self.stopped_by,
+            "clean_exit": self.clean_exit,
+        }
+
+
+class Loop:
+    def __init__(self, settings: Settings, handler: BatchHandler) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._topic = settings.topics.events
+        self._stop_reason = ""
+        self._failed = False
+        self._paused = False
+        self._owned: set[int] = set()
+        self._assigned_once = False
+        self._last_activity = time.monotonic()
+        self._started = time.monotonic()
+        self.summary = RunSummary()
+
+    @property
+    def assigned_partitions(self) -> frozenset[int]:
+        return frozenset(self._owned)
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to finish its batch, commit and return; safe from a signal handler."""
+        self._stop_reason = self._stop_reason or reason
+
+    def run(self, *, max_events: int | None = None, until_idle: float | None = None) -> RunSummary:
+        """Consume until stopped, `max_events` records were read, or `until_idle` quiet seconds."""
+        settings = self._settings
+        if settings.topics.create:
+            ensure_topics(settings)
+        self._started = time.monotonic()
+        with ExitStack() as stack:
+            self._publisher = Publisher(
+                producer_config(settings), flush_timeout_s=settings.loop.flush_timeout_s
+            )
+            stack.callback(self._publisher.close)
+            self._consumer = Consumer({**consumer_config(settings), "error_cb": _log_error})
+            stack.callback(self._consumer.close)
+            self._checkpoint = Checkpoint(
+                self._consumer, self._publisher, self._topic, settings.loop.commit_interval_s
+            )
+            self._consumer.subscribe(
+                [self._topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            try:
+                self._consume_until_done(max_events, until_idle)
+                self._final_commit()
+            except StoppedError:
+                self.summary.clean_exit = False
+            except BaseException:
+                self._failed = True  # no commit on the way out: side effects may be incomplete
+                raise
+        self.summary.elapsed_s = time.monotonic() - self._started
+        self.summary.stopped_by = self._stop_reason
+        self.summary.committed = self._checkpoint.committed_records
+        return self.summary
+
+    def _consume_until_done(self, max_events: int | None, until_idle: float | None) -> None:
+        loop = self._settings.loop
+        self._last_activity = time.monotonic()
+        while not self._stop_reason:
+            wanted = loop.batch_size
+            if max_events is not None:
+                wanted = min(wanted, max_events - self.summary.consumed)
+                if wanted <= 0:
+                    self.stop(f"max_events={max_events}")
+                    break
+            messages = self._consumer.consume(wanted, loop.batch_timeout_s)
+            if messages:
+                self._last_activity = time.monotonic()
+                if not self.summary.batches:
+                    self.summary.first_record_s = self._last_activity - self._started
+                self._process(messages)
+                self.summary.busy_s = time.monotonic() - self._started - self.summary.first_record_s
+            elif until_idle is not None and self._idle_for() >= until_idle:
+                self.stop(f"idle for {until_idle}s")
+            if self._checkpoint.due():
+                self._retry("commit", self._checkpoint.commit)
+
+    def _idle_for(self) -> float:
+        """Quiet seconds since the last record or assignment; the group join does not count,
+        up to JOIN_GRACE_S, so a slow join cannot end a bounded run before it starts."""
+        quiet = time.monotonic() - self._last_activity
+        return quiet if self._assigned_once else quiet - JOIN_GRACE_S
+
+    def _process(self, messages: list[Message]) -> None:
+        loop = self._settings.loop
+        now_ms = int(time.time() * 1000)
+        records: list[Message] = []
+        valid: list[Message] = []
+        events: list[Event] = []
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                _raise_unless_benign(error)
+                continue
+            records.append(msg)
+            result = decode_event(
+                msg.value(),
+                now_ms=now_ms,
+                max_bytes=loop.max_event_bytes,
+                max_future_ms=loop.max_future_ms,
+            )
+            if isinstance(result, Event):
+                valid.append(msg)
+                events.append(result)
+            else:
+                self._dead_letter(msg, "validate", result)
+        self.summary.consumed += len(records)
+        self.summary.batches += 1
+        metrics.EVENTS_CONSUMED.inc(len(records))
+        metrics.BATCH_SIZE.observe(len(records))
+        self._handle(valid, events)
+        self._track(records)
+
+    def _handle(self, valid: list[Message], events: list[Event]) -> None:
+        if not events:
+            return
+        batch = Batch(
+            topic=self._topic,
+            events=events,
+            partitions=[_where(m)[0] for m in valid],
+            offsets=[_where(m)[1] for m in valid],
+        )
+        outcome = self._retry("handle", lambda: self._handler.handle(batch))
+        for rejection in outcome.rejections:
+            self._dead_letter(valid[rejection.index], rejection.stage, rejection.invalid)
+        for message in outcome.messages:
+            self._retry("produce", lambda m=message: self._publisher.produce(m))  # type: ignore[misc]
+        self.summary.processed += len(events) - len(outcome.rejections)
+        metrics.EVENTS_PROCESSED.inc(len(events) - len(outcome.rejections))
+
+    def _dead_letter(self, msg: Message, stage: str, invalid: InvalidEvent) -> None:
+        record = dead_letter(self._settings.topics.dlq, msg, stage, invalid)
+        self._retry("produce", lambda: self._publisher.produce(record))
+        self.summary.dead_lettered[invalid.reason] += 1
+        metrics.EVENTS_DEAD_LETTERED.labels(stage, invalid.reason).inc()
+
+    def _track(self, records: Sequence[Message]) -> None:
+        last: dict[int, int] = {}
+        owned = 0
+        for msg in records:
+            # Records of a partition revoked meanwhile are left to its new owner.
+            partition, offset = _where(msg)
+            if partition in self._owned:
+                last[partition] = offset
+                owned += 1
+        self._checkpoint.track(last, owned)
+
+    def _retry(self, step: str, action: Callable[[], T]) -> T:
+        loop = self._settings.loop
+        delay = loop.backoff_initial_s
+        while True:
+            try:
+                result = action()
+            except TransientError as exc:
+                if self._stop_reason:
+                    msg = f"{step} failing at stop: {exc}"
+                    raise StoppedError(msg) from exc
+                self.summary.retries += 1
+                metrics.RETRIES.labels(step).inc()
+                logger.warning("%s failed: %s; paused, retrying in %.2fs", step, exc, delay)
+                self._set_paused(True)
+                self._wait_serving_rebalances(delay)
+                delay = min(delay * 2, loop.backoff_max_s)
+                continue
+            self._set_paused(False)
+            return result
+
+    def _wait_serving_rebalances(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self._stop_reason:
+            stray = self._consumer.consume(100, min(left, 0.1))
+            if stray:
+                self._rewind(stray)
+
+    def _rewind(self, messages: list[Message]) -> None:
+        """Seek back to records read while paused (a new partition), so that none is skipped."""
+        first: dict[int, int] = {}
+        for msg in messages:
+            if msg.error() is None:
+                first.setdefault(*_where(msg))
+        for partition, offset in first.items():
+            self._consumer.seek(TopicPartition(self._topic, partition, offset))
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        partitions = [TopicPartition(self._topic, p) for p in sorted(self._owned)]
+        if paused:
+            self._consumer.pause(partitions)
+        else:
+            self._consumer.resume(partitions)
+        self._paused = paused
+        metrics.PAUSED.set(int(paused))
+
+    def _final_commit(self) -> None:
+        delay = self._settings.loop.backoff_initial_s
+        for attempt in range(1, FINAL_COMMIT_ATTEMPTS + 1):
+            try:
+                self._checkpoint.commit()
+                return
+            except TransientError as exc:
+                logger.warning("final commit attempt %d failed: %s", attempt, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, self._settings.loop.backoff_max_s)
+        logger.error("offsets left uncommitted; their records will be read again")
+        self.summary.clean_exit = False
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        if self._paused:
+            consumer.pause(partitions)
+        numbers = [tp.partition for tp in partitions]
+        self._owned.update(numbers)
+        self._last_activity = time.monotonic()
+        self._assigned_once = True
+        metrics.REBALANCES.labels("assign").inc()
+        logger.info("assigned %s%s", self._topic, numbers)
+        self._handler.partitions_assigned(numbers)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        metrics.REBALANCES.labels("revoke").inc()
+        if not self._failed:
+            try:
+                self._checkpoint.commit()
+            except TransientError as exc:
+                logger.warning("commit on revoke of %s failed: %s", numbers, exc)
+        self._release(numbers)
+        logger.info("revoked %s%s", self._topic, numbers)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        metrics.REBALANCES.labels("lost").inc()
+        logger.warning("lost %s%s without a chance to commit", self._topic, numbers)
+        self._release(numbers)
+
+    def _release(self, numbers: list[int]) -> None:
+        self._checkpoint.forget(numbers)
+        self._owned.difference_update(numbers)
+        self._handler.partitions_revoked(numbers)
+
+
+def _where(msg: Message) -> tuple[int, int]:
+    partition, offset = msg.partition(), msg.offset()
+    # A consumed record without an error always has both.
+    assert partition is not None and offset is not None
+    return partition, offset
+
+
+def _raise_unless_benign(error: KafkaError) -> None:
+    if error.code() == KafkaError._PARTITION_EOF:
+        return
+    if error.fatal():
+        raise KafkaException(error)
+    logger.warning("consumer error: %s", error.str())
+
+
+def _log_error(err: KafkaError) -> None:
+    logger.warning("kafka client error: %s (%s)", err.str(), err.name())
