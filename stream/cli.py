@@ -1,0 +1,135 @@
+"""The `segstream` command: one entry point, subcommands, logging configured once here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import orjson
+
+from stream.errors import ConfigError, SegstreamError
+from stream.settings import Settings, load_settings
+
+logger = logging.getLogger("segstream")
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(_overrides(args))
+        command: Command = args.command
+        return command(args, settings)
+    except ConfigError as exc:
+        print(f"segstream: {exc}", file=sys.stderr)
+        return 2
+    except (SegstreamError, ValueError, OSError) as exc:
+        print(f"segstream {args.command_name}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("settings (each falls back to its environment variable)")
+    _flag(group, "--bootstrap-servers", "SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS")
+    _flag(group, "--redis-url", "SEGSTREAM_REDIS__URL")
+    _flag(group, "--group-id", "SEGSTREAM_KAFKA__GROUP_ID")
+    _flag(group, "--events-topic", "SEGSTREAM_TOPICS__EVENTS")
+    _flag(group, "--segments-topic", "SEGSTREAM_TOPICS__SEGMENTS")
+    _flag(group, "--dlq-topic", "SEGSTREAM_TOPICS__DLQ")
+    _flag(group, "--partitions", "SEGSTREAM_TOPICS__PARTITIONS", type=int)
+    _flag(group, "--key-prefix", "SEGSTREAM_KEY_PREFIX")
+    _flag(group, "--metrics-port", "SEGSTREAM_METRICS__PORT", type=int)
+    group.add_argument(
+        "-X",
+        dest="kafka_config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any librdkafka property (env: SEGSTREAM_KAFKA__CONFIG__<NAME>)",
+    )
+    group.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+    parser = argparse.ArgumentParser(
+        prog="segstream", description="Real-time user segmentation for e-commerce."
+    )
+    sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+    from stream import commands
+
+    for register in commands.REGISTRY:
+        register(sub, common)
+    return parser
+
+
+def _flag(group: argparse._ArgumentGroup, flag: str, env: str, **kwargs: Any) -> None:
+    group.add_argument(flag, default=None, help=f"(env: {env})", **kwargs)
+
+
+_FLAG_PATHS = {
+    "bootstrap_servers": ("kafka", "bootstrap_servers"),
+    "redis_url": ("redis", "url"),
+    "group_id": ("kafka", "group_id"),
+    "events_topic": ("topics", "events"),
+    "segments_topic": ("topics", "segments"),
+    "dlq_topic": ("topics", "dlq"),
+    "partitions": ("topics", "partitions"),
+    "key_prefix": ("key_prefix",),
+    "metrics_port": ("metrics", "port"),
+}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for attr, path in _FLAG_PATHS.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            _set(overrides, path, value)
+    for item in args.kafka_config:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            msg = f"-X takes NAME=VALUE, got {item!r}"
+            raise SystemExit(msg)
+        _set(overrides, ("kafka", "config", name.strip()), value)
+    return overrides
+
+
+def _set(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def stop_on_signals(stop: Callable[[str], None]) -> None:
+    """SIGTERM and SIGINT only ask the loop to stop; it commits and returns."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        msg = f"no such file: {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return path

@@ -1,0 +1,157 @@
+"""Subcommands of `segstream`: argument wiring and one thin function each."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeAlias
+
+from confluent_kafka import Producer
+
+from stream.cli import existing_file, print_json, stop_on_signals
+from stream.settings import Settings, producer_config
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"must be >= 1, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        msg = f"must be > 0, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("run", parents=[common], help="the service: consume, apply, publish")
+    p.add_argument("--max-events", type=_positive_int, help="stop after N records")
+    p.add_argument("--until-idle", type=_positive_float, metavar="SECONDS",
+                   help="stop after SECONDS without a record")  # fmt: skip
+    p.set_defaults(command=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from stream import metrics
+    from stream.handler import NullHandler
+    from stream.loop import Loop
+
+    metrics.serve(settings.metrics.port)
+    loop = Loop(settings, NullHandler())
+    stop_on_signals(loop.stop)
+    summary = loop.run(max_events=args.max_events, until_idle=args.until_idle)
+    print_json(summary.as_dict())
+    return 0 if summary.clean_exit else 3
+
+
+def register_generate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("generate", parents=[common], help="synthetic events from personas")
+    p.add_argument("--users", type=_positive_int, default=1000)
+    p.add_argument("--days", type=_positive_float, default=30.0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", type=Path, default=Path("events.jsonl"),
+                   help="JSONL output (.gz to compress)")  # fmt: skip
+    p.add_argument("--personas", type=Path, default=Path("personas.csv"),
+                   help="CSV of user_id,persona (ground truth, never in the events)")  # fmt: skip
+    p.set_defaults(command=cmd_generate)
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.generate import generate
+    from stream.progress import Progress
+
+    progress = Progress("generate")
+    summary = generate(args.users, args.days, args.seed, args.out, args.personas, progress=progress)
+    progress.close()
+    print_json(summary.__dict__)
+    return 0
+
+
+def register_replay(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("replay", parents=[common], help="a JSONL/CSV file into the events topic")
+    p.add_argument("path", type=existing_file, help="JSONL or CSV, optionally .gz")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=_positive_float, help="events per second")
+    pace.add_argument("--speed", type=_positive_float,
+                      help="keep the gaps between event times, divided by X")  # fmt: skip
+    pace.add_argument("--unpaced", action="store_true", help="as fast as possible (default)")
+    p.add_argument("--dry-run", action="store_true", help="read and count, send nothing")
+    p.set_defaults(command=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.progress import Progress
+    from stream.replay import Pacing, iter_records, open_text, replay
+    from stream.topics import ensure_topics
+
+    producer = None
+    if not args.dry_run:
+        if settings.topics.create:
+            ensure_topics(settings)
+        producer = Producer(producer_config(settings))
+    stream, raw_read = open_text(args.path)
+    progress = Progress("replay", args.path.stat().st_size, raw_read)
+    with stream:
+        summary = replay(
+            iter_records(stream, args.path),
+            producer,
+            settings.topics.events,
+            Pacing(rate=args.rate, speed=args.speed),
+            progress,
+        )
+    progress.close()
+    if producer is not None:
+        producer.close()
+    print_json({"topic": settings.topics.events, "dry_run": args.dry_run, **summary.as_dict()})
+    return 1 if summary.errors else 0
+
+
+def register_demo(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", parents=[common], help="generate, replay and run on a local stack")
+    p.add_argument("--users", type=_positive_int, default=3000)
+    p.add_argument("--days", type=_positive_float, default=30.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--workdir", type=Path, default=Path(".demo"))
+    p.set_defaults(command=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(settings, users=args.users, days=args.days, seed=args.seed,
+                    workdir=args.workdir)  # fmt: skip
+
+
+def register_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("bench", parents=[common], help="throughput and latency figures as JSON")
+    p.add_argument("--events", type=_positive_int, default=200_000)
+    p.add_argument("--latency-rate", type=_positive_float, default=5000.0,
+                   help="offered events/s for the latency run")  # fmt: skip
+    p.add_argument("--latency-seconds", type=_positive_float, default=5.0)
+    p.add_argument("--workdir", type=Path, default=Path(".bench"))
+    p.set_defaults(command=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.bench import run_bench
+
+    print_json(run_bench(settings, events=args.events, latency_rate=args.latency_rate,
+                         latency_seconds=args.latency_seconds, workdir=args.workdir))  # fmt: skip
+    return 0
+
+
+REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
+    register_run,
+    register_generate,
+    register_replay,
+    register_demo,
+    register_bench,
+]

