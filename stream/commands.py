@@ -9,6 +9,7 @@ from typing import TypeAlias
 
 from confluent_kafka import Producer
 
+from features.events import parse_timestamp
 from stream.cli import existing_file, print_json, stop_on_signals
 from stream.settings import Settings, producer_config
 
@@ -29,6 +30,14 @@ def _positive_float(text: str) -> float:
         msg = f"must be > 0, got {value}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _iso_date_ms(text: str) -> int:
+    ms = parse_timestamp(text)
+    if ms is None:
+        msg = f"not an ISO-8601 time: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return ms
 
 
 def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -57,6 +66,8 @@ def register_generate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--users", type=_positive_int, default=1000)
     p.add_argument("--days", type=_positive_float, default=30.0)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--start", type=_iso_date_ms, default=None,
+                   help="first event time, ISO-8601 (default 2026-01-01T00:00:00Z)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("events.jsonl"),
                    help="JSONL output (.gz to compress)")  # fmt: skip
     p.add_argument("--personas", type=Path, default=Path("personas.csv"),
@@ -69,7 +80,15 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from stream.progress import Progress
 
     progress = Progress("generate")
-    summary = generate(args.users, args.days, args.seed, args.out, args.personas, progress=progress)
+    summary = generate(
+        args.users,
+        args.days,
+        args.seed,
+        args.out,
+        args.personas,
+        start_ms=args.start,
+        progress=progress,
+    )
     progress.close()
     print_json(summary.__dict__)
     return 0
