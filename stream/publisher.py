@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -62,18 +63,18 @@ class Publisher:
                     message.value,
                     message.key,
                     headers=cast("list[tuple[str, str | bytes | None]] | None", message.headers),
-                    on_delivery=self._on_delivery,
+                    # The report does not carry headers back, so the message rides along.
+                    on_delivery=partial(self._on_delivery, message),
                 )
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
                 self._producer.poll(0.05)
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(self, message: OutMessage, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             return
-        topic = msg.topic() or ""
-        self._failed.append(OutMessage(topic, msg.key(), msg.value(), message_headers(msg)))
+        self._failed.append(message)
         self._fatal = self._fatal or err.fatal()
         if self._error is None:
             self._error = DeliveryError(
