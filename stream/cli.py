@@ -12,6 +12,7 @@ from types import FrameType
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 
 from stream.errors import ConfigError, SegstreamError
 from stream.settings import Settings, load_settings
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"segstream: {exc}", file=sys.stderr)
         return 2
-    except (SegstreamError, ValueError, OSError) as exc:
+    except (SegstreamError, KafkaException, ValueError, OSError) as exc:
         print(f"segstream {args.command_name}: {exc}", file=sys.stderr)
         return 1
 

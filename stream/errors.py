@@ -31,5 +31,9 @@ class CommitError(TransientError):
         self.code = code
 
 
+class BrokerUnavailableError(SegstreamError):
+    """The Kafka cluster did not answer an admin request in time."""
+
+
 class LocalStackError(SegstreamError):
     """A local Redis or broker could not be started."""

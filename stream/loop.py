@@ -106,7 +106,7 @@ class Loop:
                 producer_config(settings), flush_timeout_s=settings.loop.flush_timeout_s
             )
             stack.callback(self._publisher.close)
-            self._consumer = Consumer({**consumer_config(settings), "error_cb": _log_error})
+            self._consumer = Consumer(consumer_config(settings))
             stack.callback(self._consumer.close)
             self._checkpoint = Checkpoint(
                 self._consumer, self._publisher, self._topic, settings.loop.commit_interval_s
@@ -331,6 +331,3 @@ def _raise_unless_benign(error: KafkaError) -> None:
         raise KafkaException(error)
     logger.warning("consumer error: %s", error.str())
 
-
-def _log_error(err: KafkaError) -> None:
-    logger.warning("kafka client error: %s (%s)", err.str(), err.name())

@@ -31,7 +31,7 @@ class OutMessage:
 
 class Publisher:
     def __init__(self, config: dict[str, Any], *, flush_timeout_s: float = 30.0) -> None:
-        self._config = {**config, "error_cb": _log_client_error}
+        self._config = config
         self._flush_timeout_s = flush_timeout_s
         self._producer = Producer(self._config)
         self._failed: list[OutMessage] = []
@@ -109,6 +109,3 @@ def _as_bytes(value: object) -> bytes:
         return b""
     return value if isinstance(value, bytes) else str(value).encode()
 
-
-def _log_client_error(err: KafkaError) -> None:
-    logger.warning("kafka client error: %s (%s)", err.str(), err.name())

@@ -14,10 +14,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from confluent_kafka import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 ENV_PREFIX: Final = "SEGSTREAM_"
 _SECRET_KEY = re.compile(r"password|secret|token|credentials|sasl\.oauthbearer\.config", re.I)
@@ -157,11 +160,16 @@ def redact_url(url: str) -> str:
 
 
 def _client_base(settings: Settings) -> dict[str, Any]:
-    # librdkafka's own log lines go through Python logging, not straight to stderr.
+    # librdkafka's own log lines and errors go through Python logging, not straight to stderr.
     return {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "logger": logging.getLogger("librdkafka"),
+        "error_cb": _log_client_error,
     }
+
+
+def _log_client_error(err: KafkaError) -> None:
+    logger.warning("kafka client error: %s (%s)", err.str(), err.name())
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from stream.errors import BrokerUnavailableError
 from stream.settings import Settings, admin_config
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,14 @@ def create_topics(
     settings: Settings, wanted: dict[str, dict[str, str]], *, timeout_s: float = 30.0
 ) -> list[str]:
     admin = AdminClient(admin_config(settings))
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        msg = (
+            f"Kafka at {settings.kafka.bootstrap_servers} did not answer in {timeout_s:.0f}s "
+            f"(SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS): {exc.args[0].str()}"
+        )
+        raise BrokerUnavailableError(msg) from exc
     new = [
         NewTopic(
             name,
