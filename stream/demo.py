@@ -122,7 +122,7 @@ def _summary(
         f"{replayed.errors} errors, plus {len(INVALID_SAMPLES)} invalid records",
         f"service     consumed {service.consumed:,}, processed {service.processed:,}, "
         f"dead-lettered {data['dead_lettered']}, committed {service.committed:,}",
-        f"            {service.consumed / busy:,.0f} events/s from first record to last commit "
+        f"            {service.consumed / busy:,.0f} events/s from first to last record "
         f"({busy:.1f} s; group join took {service.first_record_s:.1f} s)",
         f"dead letters by reason: {reasons}",
         f"stopped     {service.stopped_by}; clean exit: {service.clean_exit}",

@@ -330,4 +330,3 @@ def _raise_unless_benign(error: KafkaError) -> None:
     if error.fatal():
         raise KafkaException(error)
     logger.warning("consumer error: %s", error.str())
-

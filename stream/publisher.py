@@ -108,4 +108,3 @@ def _as_bytes(value: object) -> bytes:
     if value is None:
         return b""
     return value if isinstance(value, bytes) else str(value).encode()
-
