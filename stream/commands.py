@@ -50,11 +50,11 @@ def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from stream import metrics
-    from stream.handler import NullHandler
+    from stream.features_handler import FeatureHandler, feature_store, pseudonymizer
     from stream.loop import Loop
 
     metrics.serve(settings.metrics.port)
-    loop = Loop(settings, NullHandler())
+    loop = Loop(settings, FeatureHandler(feature_store(settings), pseudonymizer(settings)))
     stop_on_signals(loop.stop)
     summary = loop.run(max_events=args.max_events, until_idle=args.until_idle)
     print_json(summary.as_dict())
@@ -167,10 +167,42 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def register_profile(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("profile", parents=[common], help="users' current profiles as JSON lines")
+    p.add_argument("users", nargs="*", metavar="USER", help="user ids as sent in the events")
+    p.add_argument("--all", action="store_true", help="every stored user, one JSON line each")
+    p.set_defaults(command=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.profiles import print_profiles
+
+    if bool(args.users) == args.all:
+        msg = "give USER ids or --all"
+        raise ValueError(msg)
+    return print_profiles(settings, None if args.all else args.users)
+
+
+def register_forget(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("forget", parents=[common], help="erase users: keys, tombstones, no return")
+    p.add_argument("users", nargs="+", metavar="USER", help="user ids as sent in the events")
+    p.set_defaults(command=cmd_forget)
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.profiles import forget_users
+
+    for line in forget_users(settings, args.users):
+        print_json(line)
+    return 0
+
+
 REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_run,
     register_generate,
     register_replay,
+    register_profile,
+    register_forget,
     register_demo,
     register_bench,
 ]

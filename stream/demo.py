@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
 from confluent_kafka import Producer
 
+from features.store import FeatureStore
+from stream.features_handler import FeatureHandler, feature_store, pseudonymizer
 from stream.generate import GenerateSummary, generate
-from stream.handler import NullHandler
 from stream.loop import Loop, RunSummary
 from stream.progress import Progress
 from stream.replay import Pacing, ReplaySummary, read_records, replay
@@ -42,7 +45,8 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
         ensure_topics(settings)
         generated = _generate(users, days, seed, workdir)
         replayed = _replay(settings, workdir / "events.jsonl")
-        service = Loop(settings, NullHandler()).run(until_idle=5.0)
+        store = feature_store(settings)
+        service = Loop(settings, FeatureHandler(store, pseudonymizer(settings))).run(until_idle=5.0)
         print(
             _summary(
                 stack,
@@ -53,16 +57,19 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
                 workdir=workdir,
             )
         )
+        print("\n".join(_feature_table(store, workdir / "personas.csv", settings.key_prefix)))
         return 0 if service.clean_exit and not replayed.errors else 1
 
 
 def _demo_settings(stack: Stack) -> Settings:
     settings = stack.settings
+    run = f"demo-{uuid.uuid4().hex[:8]}"
     kafka = settings.kafka.model_copy(update={"session_timeout_ms": 6000})
+    # Fences in Redis are offsets of the input topic: a fresh topic needs fresh keys.
+    settings = settings.model_copy(update={"key_prefix": run})
     if stack.kafka_started:
         return settings.model_copy(update={"kafka": kafka})
     # A shared broker keeps earlier runs' records: give this run topics and a group of its own.
-    run = f"demo-{uuid.uuid4().hex[:8]}"
     topics = settings.topics.model_copy(
         update={"events": f"{run}.events", "segments": f"{run}.segments", "dlq": f"{run}.dlq"}
     )
@@ -129,3 +136,45 @@ def _summary(
         "",
     ]
     return "\n".join(lines)
+
+
+TABLE_FEATURES = (
+    "events_total",
+    "purchases_total",
+    "spend_30d",
+    "orders_30d",
+    "recency_days",
+    "view_to_cart",
+    "price_level",
+)
+
+
+def _feature_table(store: FeatureStore, personas_csv: Path, prefix: str) -> list[str]:
+    """Mean features per ground-truth persona, read back from Redis."""
+    with personas_csv.open(newline="") as handle:
+        persona_of = {row["user_id"]: row["persona"] for row in csv.DictReader(handle)}
+    sums: dict[str, list[float]] = {}
+    users: Counter[str] = Counter()
+    for found in store.profiles():
+        persona = persona_of.get(found["user_id"])
+        if persona is None:
+            continue
+        users[persona] += 1
+        row = sums.setdefault(persona, [0.0] * len(TABLE_FEATURES))
+        for i, name in enumerate(TABLE_FEATURES):
+            row[i] += float(found["features"][name])
+    header = f"{'persona (mean per user)':<24}{'users':>6}" + "".join(
+        f"{name:>16}" for name in TABLE_FEATURES
+    )
+    lines = ["features in Redis, by ground-truth persona:", header]
+    for persona in sorted(sums):
+        means = [value / users[persona] for value in sums[persona]]
+        cells = "".join(f"{value:>16,.2f}" for value in means)
+        lines.append(f"{persona:<24}{users[persona]:>6}{cells}")
+    lines += [
+        "",
+        f"look up a user:  segstream profile --key-prefix {prefix} "
+        f"--redis-url {store.redis_url} u0000001",
+        "",
+    ]
+    return lines

@@ -21,6 +21,18 @@ RETRIES = Counter(
     "segstream_retries", "Failed attempts of a checkpoint step that were retried", ["step"]
 )
 PAUSED = Gauge("segstream_paused", "1 while consumption is paused by backpressure")
+EVENTS_APPLIED = Counter("segstream_events_applied", "Events folded into a user's features")
+EVENTS_SKIPPED = Counter(
+    "segstream_events_skipped",
+    "Events not applied: seen before (fence or event id) or for an erased user",
+    ["reason"],
+)
+REDIS_SECONDS = Histogram(
+    "segstream_redis_call_seconds",
+    "Time of a feature-store call (a batch's read and write round trips)",
+    ["call"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 REBALANCES = Counter("segstream_rebalances", "Partition assignment changes", ["kind"])
 
 

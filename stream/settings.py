@@ -11,20 +11,33 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from confluent_kafka import KafkaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from features.definitions import Rules, parse_windows
 from stream.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX: Final = "SEGSTREAM_"
-_SECRET_KEY = re.compile(r"password|secret|token|credentials|sasl\.oauthbearer\.config", re.I)
+_SECRET_KEY = re.compile(
+    r"password|secret|token|credentials|sasl\.oauthbearer\.config|pseudonymize_key$", re.I
+)
 REDACTED: Final = "**********"
+MIN_KEY_BYTES: Final = 16
 
 
 def _frozen() -> ConfigDict:
@@ -100,6 +113,76 @@ class LoopSettings(BaseModel):
     max_future_ms: int = Field(3_600_000, ge=0)
 
 
+class FeatureSettings(BaseModel):
+    model_config = _frozen()
+
+    # Comma-separated <number><m|h|d>.
+    windows: str = "1h,24h,7d,30d"
+    buckets: int = Field(24, ge=1, le=1_000)
+    # Events more than this behind their partition's event-time watermark are dead-lettered.
+    lateness_s: float = Field(3_600, ge=0)
+    # A user's keys expire after this long without an event (0: never).
+    ttl_days: float = Field(90, ge=0)
+    # Users whose state the owner of a partition keeps in memory.
+    cache_users: int = Field(200_000, ge=0)
+
+    @field_validator("windows")
+    @classmethod
+    def _known_windows(cls, value: str) -> str:
+        parse_windows(_names(value), 1)
+        return value
+
+    def rules(self) -> Rules:
+        return Rules(int(self.lateness_s * 1000), parse_windows(_names(self.windows), self.buckets))
+
+
+def _names(windows: str) -> list[str]:
+    return [w.strip() for w in windows.split(",") if w.strip()] or [""]
+
+
+class PrivacySettings(BaseModel):
+    model_config = _frozen()
+
+    # When set, user ids are replaced by HMAC-SHA256(key, id) before they are stored or emitted.
+    pseudonymize_key: SecretStr | None = None
+    pseudonymize_key_file: Path | None = None
+
+    @field_validator("pseudonymize_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_KEY_BYTES:
+            msg = f"must be at least {MIN_KEY_BYTES} bytes"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("pseudonymize_key_file")
+    @classmethod
+    def _readable_key_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_file():
+            msg = f"{value} is not a readable file"
+            raise ValueError(msg)
+        if len(value.read_bytes().strip()) < MIN_KEY_BYTES:
+            msg = f"the key in {value} must be at least {MIN_KEY_BYTES} bytes"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> PrivacySettings:
+        if self.pseudonymize_key is not None and self.pseudonymize_key_file is not None:
+            msg = "set pseudonymize_key or pseudonymize_key_file, not both"
+            raise ValueError(msg)
+        return self
+
+    def key(self) -> bytes | None:
+        if self.pseudonymize_key is not None:
+            return self.pseudonymize_key.get_secret_value().encode()
+        if self.pseudonymize_key_file is not None:
+            return self.pseudonymize_key_file.read_bytes().strip()
+        return None
+
+
 class MetricsSettings(BaseModel):
     model_config = _frozen()
 
@@ -122,6 +205,8 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     key_prefix: str = Field("seg", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
@@ -133,15 +218,27 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         problems = "; ".join(_describe(error) for error in exc.errors())
         msg = f"invalid settings: {problems}"
         raise ConfigError(msg) from None
+    except SettingsError as exc:
+        msg = f"invalid settings: {exc} (complex values are JSON)"
+        raise ConfigError(msg) from None
 
 
 def _describe(error: Mapping[str, Any]) -> str:
     path = [str(part) for part in error["loc"]]
     env_name = ENV_PREFIX + "__".join(part.upper() for part in path)
-    shown = error.get("input")
+    shown = _redact_input(error.get("input"))
     if any(_SECRET_KEY.search(part) for part in path) or (path and path[-1] == "url"):
         shown = REDACTED
     return f"{env_name} ({'.'.join(path)}): {error['msg']} (got {shown!r})"
+
+
+def _redact_input(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if _SECRET_KEY.search(str(k)) or k == "url" else _redact_input(v)
+            for k, v in value.items()
+        }
+    return value
 
 
 def redact_config(config: Mapping[str, str]) -> dict[str, str]:

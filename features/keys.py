@@ -1,0 +1,44 @@
+"""Every Redis key segstream uses, in one place.
+
+A user's keys share the hash tag `{u:<id>}` so they live in one Redis Cluster slot and one Lua
+call may touch them all.
+"""
+
+from __future__ import annotations
+
+
+def user_tag(user_id: str) -> str:
+    return f"{{u:{user_id}}}"
+
+
+def state(prefix: str, user_id: str) -> str:
+    """Hash: `v` (version, bumped by every write) and `s` (msgpack `UserState`)."""
+    return f"{prefix}:{user_tag(user_id)}"
+
+
+def erased(prefix: str, user_id: str) -> str:
+    """Marker that the user was erased; events for the user are dropped while it exists."""
+    return f"{prefix}:{user_tag(user_id)}:erased"
+
+
+def user_keys(prefix: str, user_id: str) -> list[str]:
+    """Every key holding data about the user (the erasure marker is not data)."""
+    return [state(prefix, user_id)]
+
+
+def watermarks(prefix: str) -> str:
+    """Hash: input partition -> event-time watermark (ms)."""
+    return f"{prefix}:watermarks"
+
+
+def state_pattern(prefix: str) -> str:
+    """SCAN pattern matching every user's state key and nothing else of ours."""
+    return f"{prefix}:{{u:*}}"
+
+
+def user_of(prefix: str, key: str) -> str | None:
+    """The user id of a state key, or None if `key` is not one."""
+    head = f"{prefix}:{{u:"
+    if not key.startswith(head) or not key.endswith("}"):
+        return None
+    return key[len(head) : -1]

@@ -1,0 +1,340 @@
+"""The only module that talks to Redis about features: fenced per-user state, effectively once.
+
+Each user's state is one msgpack value in a hash with a version. The owner of a partition keeps
+its users' states in memory; for a batch it reads the users it does not hold (one pipelined read),
+folds each user's events in Python with `features.definitions.decide` (fence, duplicate ids,
+lateness), and writes every changed user back with one Lua compare-and-set per user, pipelined:
+the write lands only if the version is still the one it read. A zombie instance or a stale cache
+therefore cannot count twice: its write is refused, it reads the state again and the fence skips
+what was already applied. Redis round trips per batch: at most one read (cache misses), one write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+import redis
+
+from features import keys
+from features.definitions import (
+    APPLIED,
+    LATE,
+    Rules,
+    UserState,
+    Value,
+    compute_features,
+    decide,
+    prune,
+)
+from features.errors import ConflictError, StoreUnavailableError
+from features.events import Event
+
+logger = logging.getLogger(__name__)
+
+# KEYS: state hash, erasure marker. Returns {erased, version, state}.
+_READ = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {1, 0, false} end
+local found = redis.call('HMGET', KEYS[1], 'v', 's')
+return {0, tonumber(found[1]) or 0, found[2]}
+"""
+# KEYS: state hash, erasure marker. ARGV: expected version, state, ttl seconds.
+# Returns the new version, 0 when the version moved (someone else wrote), -1 when erased.
+_WRITE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local version = tonumber(redis.call('HGET', KEYS[1], 'v')) or 0
+if version ~= tonumber(ARGV[1]) then return 0 end
+version = version + 1
+redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return version
+"""
+# KEYS: watermarks hash. ARGV: partition, ms, partition, ms, ... Raises each to at least ms.
+_RAISE_WATERMARKS = """
+for i = 1, #ARGV, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i])) or 0
+  if tonumber(ARGV[i + 1]) > current then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+MAX_CONFLICT_ROUNDS: Final = 5
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(UserState).decode
+
+
+@dataclass
+class Cached:
+    version: int
+    state: UserState
+
+
+@dataclass
+class Applied:
+    """What a batch did: each touched user's state (to score) and the events that were late."""
+
+    states: dict[str, UserState] = field(default_factory=dict)
+    late: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    erased: int = 0
+    applied: int = 0
+
+
+class FeatureStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        rules: Rules | None = None,
+        *,
+        ttl_s: int = 90 * 86_400,
+        cache_users: int = 200_000,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self.rules = rules or Rules()
+        self._ttl_s = ttl_s
+        self._cache_users = cache_users
+        self._cache: OrderedDict[str, Cached] = OrderedDict()
+        self._watermarks: dict[int, int] = {}
+        self._read = client.register_script(_READ)
+        self._write = client.register_script(_WRITE)
+        self._raise_watermarks = client.register_script(_RAISE_WATERMARKS)
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    def partitions_assigned(self, partitions: Sequence[int]) -> None:
+        """Watermarks of new partitions are read on their first batch (Redis may be away now)."""
+        for partition in partitions:
+            self._watermarks.pop(partition, None)
+
+    def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        gone = set(partitions)
+        for partition in gone:
+            self._watermarks.pop(partition, None)
+        for user in [u for u, c in self._cache.items() if c.state.partition in gone]:
+            del self._cache[user]
+
+    @property
+    def redis_url(self) -> str:
+        """Where the store is, for messages (the password, if any, is not shown)."""
+        kwargs = self._redis.connection_pool.connection_kwargs
+        if "path" in kwargs:
+            return f"unix://{kwargs['path']}"
+        return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+
+    def watermark(self, partition: int) -> int:
+        return self._watermarks.get(partition, 0)
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def apply(
+        self, events: Sequence[Event], partitions: Sequence[int], offsets: Sequence[int]
+    ) -> Applied:
+        """Fold a batch into Redis; on any failure nothing of it is kept in memory either."""
+        self._load_watermarks(partitions)
+        saved_watermarks = dict(self._watermarks)
+        befores = self._advance_watermarks(events, partitions)
+        by_user: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            by_user.setdefault(event.user_id, []).append(index)
+        try:
+            result = self._apply_users(by_user, events, partitions, offsets, befores)
+            self._store_watermarks(set(partitions))
+        except BaseException:
+            self._watermarks = saved_watermarks
+            for user in by_user:
+                self._cache.pop(user, None)
+            raise
+        return result
+
+    def _load_watermarks(self, partitions: Sequence[int]) -> None:
+        missing = sorted(set(partitions) - self._watermarks.keys())
+        if not missing:
+            return
+        stored = self._call(self._redis.hmget, keys.watermarks(self._prefix), missing)
+        for partition, value in zip(missing, stored, strict=True):
+            self._watermarks[partition] = int(value or 0)
+
+    def _advance_watermarks(self, events: Sequence[Event], partitions: Sequence[int]) -> list[int]:
+        marks = self._watermarks
+        befores = []
+        for event, partition in zip(events, partitions, strict=True):
+            before = marks.get(partition, 0)
+            befores.append(before)
+            if event.ts_ms > before:
+                marks[partition] = event.ts_ms
+        return befores
+
+    def _apply_users(
+        self,
+        by_user: dict[str, list[int]],
+        events: Sequence[Event],
+        partitions: Sequence[int],
+        offsets: Sequence[int],
+        befores: Sequence[int],
+    ) -> Applied:
+        result = Applied()
+        pending = list(by_user)
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            self._load([u for u in pending if u not in self._cache])
+            folded = {}
+            for user in pending:
+                cached = self._cache.get(user)
+                if cached is None:  # erased
+                    result.erased += len(by_user[user])
+                    continue
+                # Folded in place: every path that does not persist it drops it from the cache.
+                state = cached.state
+                outcomes = [
+                    decide(state, events[i], partitions[i], offsets[i], befores[i], self.rules)
+                    for i in by_user[user]
+                ]
+                prune(state, self._watermarks.get(state.partition, 0), self.rules)
+                folded[user] = (state, outcomes)
+            pending = self._write_back(folded, by_user, result)
+            if not pending:
+                return result
+        msg = f"{len(pending)} users kept changing under us after {MAX_CONFLICT_ROUNDS} rounds"
+        raise ConflictError(msg)
+
+    def _write_back(
+        self,
+        folded: dict[str, tuple[UserState, list[int]]],
+        by_user: dict[str, list[int]],
+        result: Applied,
+    ) -> list[str]:
+        """Compare-and-set every folded user; return the users whose write was refused."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user, (state, _) in folded.items():
+            self._write(
+                keys=[keys.state(self._prefix, user), keys.erased(self._prefix, user)],
+                args=[self._cache[user].version, _encode(state), self._ttl_s],
+                client=pipe,
+            )
+        replies = self._call(pipe.execute)
+        conflicts = []
+        for (user, (state, outcomes)), version in zip(folded.items(), replies, strict=True):
+            if version == 0:
+                conflicts.append(user)
+                del self._cache[user]
+            elif version < 0:
+                result.erased += len(outcomes)
+                del self._cache[user]
+            else:
+                self._remember(user, Cached(version, state))
+                self._account(result, user, state, outcomes, by_user[user])
+        return conflicts
+
+    def _account(
+        self, result: Applied, user: str, state: UserState, outcomes: list[int], indexes: list[int]
+    ) -> None:
+        result.states[user] = state
+        for outcome, index in zip(outcomes, indexes, strict=True):
+            if outcome == APPLIED:
+                result.applied += 1
+            elif outcome == LATE:
+                result.late.append(index)
+            else:
+                result.duplicates += 1
+
+    def _load(self, users: list[str]) -> None:
+        if not users:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for user in users:
+            self._read(
+                keys=[keys.state(self._prefix, user), keys.erased(self._prefix, user)],
+                client=pipe,
+            )
+        for user, (erased, version, blob) in zip(users, self._call(pipe.execute), strict=True):
+            if erased:
+                continue
+            state = _decode(blob) if blob else UserState()
+            self._remember(user, Cached(int(version), state))
+
+    def _remember(self, user: str, cached: Cached) -> None:
+        self._cache[user] = cached
+        self._cache.move_to_end(user)
+        while len(self._cache) > self._cache_users:
+            self._cache.popitem(last=False)
+
+    def _store_watermarks(self, partitions: set[int]) -> None:
+        args: list[int] = []
+        for partition in sorted(partitions):
+            args += [partition, self._watermarks.get(partition, 0)]
+        self._call(self._raise_watermarks, keys=[keys.watermarks(self._prefix)], args=args)
+
+    # -- reads and erasure -------------------------------------------------------------------
+
+    def state(self, user_id: str) -> UserState | None:
+        erased, _, blob = self._call(
+            self._read, keys=[keys.state(self._prefix, user_id), keys.erased(self._prefix, user_id)]
+        )
+        return None if erased or not blob else _decode(blob)
+
+    def profile(self, user_id: str) -> dict[str, Any] | None:
+        """The user's features as of their partition's watermark, or None if unknown or erased."""
+        state = self.state(user_id)
+        if state is None:
+            return None
+        return self.describe(user_id, state, self.stored_watermarks())
+
+    def profiles(self, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Every stored user's profile (SCAN, so it walks a live keyspace without blocking it)."""
+        marks = self.stored_watermarks()
+        pattern = keys.state_pattern(self._prefix)
+        cursor = None
+        while cursor != 0:
+            cursor, found = self._call(
+                self._redis.scan, cursor=cursor or 0, match=pattern, count=batch
+            )
+            users = [keys.user_of(self._prefix, _text(key)) for key in found]
+            yield from self._describe_many([u for u in users if u is not None], marks)
+
+    def _describe_many(self, users: list[str], marks: dict[int, int]) -> Iterator[dict[str, Any]]:
+        pipe = self._redis.pipeline(transaction=False)
+        for user in users:
+            pipe.hget(keys.state(self._prefix, user), "s")
+        for user, blob in zip(users, self._call(pipe.execute), strict=True):
+            if blob:
+                yield self.describe(user, _decode(blob), marks)
+
+    def describe(self, user_id: str, state: UserState, marks: dict[int, int]) -> dict[str, Any]:
+        now = marks.get(state.partition, state.last_seen)
+        features: dict[str, Value] = compute_features(state, now, self.rules.windows)
+        return {"user_id": user_id, "as_of": now, "features": features}
+
+    def stored_watermarks(self) -> dict[int, int]:
+        raw = self._call(self._redis.hgetall, keys.watermarks(self._prefix))
+        return {int(p): int(ms) for p, ms in raw.items()}
+
+    def forget(self, user_id: str) -> bool:
+        """Delete every key of the user and record the erasure; True if there was data."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(*keys.user_keys(self._prefix, user_id))
+        pipe.set(keys.erased(self._prefix, user_id), 1)
+        deleted, _ = self._call(pipe.execute)
+        self._cache.pop(user_id, None)
+        return bool(deleted)
+
+    def is_erased(self, user_id: str) -> bool:
+        return bool(self._call(self._redis.exists, keys.erased(self._prefix, user_id)))
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            msg = f"redis unavailable: {exc}"
+            raise StoreUnavailableError(msg) from exc
+        except redis.ResponseError as exc:
+            msg = f"redis refused a call: {exc}"
+            raise StoreUnavailableError(msg) from exc
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
