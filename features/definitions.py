@@ -36,6 +36,9 @@ ID_MEMORY_MS: Final = DAY_MS
 MAX_CATEGORIES: Final = 32
 TOP_CATEGORIES: Final = 3
 RECENCY_CAP_DAYS: Final = 365.0
+MAX_LATE_KEPT: Final = 16
+# Pruning is lazy: a state is cleaned once one of its id maps grows past this many entries.
+PRUNE_AT: Final = 32
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,10 @@ class Window:
     name: str
     length_ms: int
     buckets: int
+    bucket_ms: int = 0
 
-    @property
-    def bucket_ms(self) -> int:
-        return max(1, self.length_ms // self.buckets)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket_ms", max(1, self.length_ms // self.buckets))
 
 
 def parse_windows(names: Iterable[str], buckets: int) -> tuple[Window, ...]:
@@ -65,7 +68,7 @@ def parse_windows(names: Iterable[str], buckets: int) -> tuple[Window, ...]:
 DEFAULT_WINDOWS: Final = parse_windows(("1h", "24h", "7d", "30d"), 24)
 
 
-class UserState(msgspec.Struct, array_like=True):
+class UserState(msgspec.Struct, array_like=True, gc=False):
     """One user's folded state; msgpack-encoded as an array it is a few hundred bytes."""
 
     counts: list[int] = msgspec.field(default_factory=lambda: [0] * len(TYPES))
@@ -81,13 +84,16 @@ class UserState(msgspec.Struct, array_like=True):
     price_count: int = 0
     categories: dict[str, int] = msgspec.field(default_factory=dict)
     # Per window: bucket index -> [count per type..., spend, orders].
-    windows: list[dict[int, list[float]]] = msgspec.field(default_factory=list)
+    windows: list[dict[int, list[int | float]]] = msgspec.field(default_factory=list)
     recent_ids: dict[str, int] = msgspec.field(default_factory=dict)
     recent_sessions: dict[str, int] = msgspec.field(default_factory=dict)
     recent_orders: dict[str, int] = msgspec.field(default_factory=dict)
     # Last decided offset per input partition: anything at or below it was seen already.
     fence: dict[int, int] = msgspec.field(default_factory=dict)
     partition: int = -1
+    # [partition, offset] of recent late events, so a re-delivered one is dead-lettered again
+    # instead of passing as a duplicate (at least once into the dead-letter topic).
+    late: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
 
 APPLIED: Final = 0
@@ -106,15 +112,22 @@ class Rules:
 def decide(  # noqa: PLR0917 - called once per event; positional keeps it cheap
     state: UserState, event: Event, partition: int, offset: int, watermark_before: int, rules: Rules
 ) -> int:
-    """Apply one event unless it was seen (fence, event id) or is later than the lateness."""
+    """Apply one event unless it was seen (fence, event id) or is later than the lateness.
+
+    A record at or below the fence was decided before: skipped, or dead-lettered again if it
+    was late (at least once into the dead-letter topic). Any other record later than the
+    lateness is late, even if its id was applied long ago.
+    """
     if offset <= state.fence.get(partition, -1):
-        return DUPLICATE
+        return LATE if state.late and (partition, offset) in state.late else DUPLICATE
     state.fence[partition] = offset
     state.partition = partition
+    # Lateness first: then only ids inside the lateness matter, which `prune` keeps.
+    if event.ts_ms < watermark_before - rules.lateness_ms:
+        state.late = [*state.late[-(MAX_LATE_KEPT - 1) :], (partition, offset)]
+        return LATE
     if event.event_id in state.recent_ids:
         return DUPLICATE
-    if event.ts_ms < watermark_before - rules.lateness_ms:
-        return LATE
     state.recent_ids[event.event_id] = event.ts_ms
     apply_event(state, event, rules.windows)
     return APPLIED
@@ -136,10 +149,11 @@ def apply_event(state: UserState, event: Event, windows: Sequence[Window]) -> No
         index = ts // window.bucket_ms
         bucket = buckets.get(index)
         if bucket is None:
-            bucket = buckets[index] = [0.0] * BUCKET_SLOTS
+            bucket = buckets[index] = [0] * BUCKET_SLOTS
         bucket[kind] += 1
-        bucket[SPEND] += spend
-        bucket[ORDERS] += new_order
+        if kind == PURCHASE:
+            bucket[SPEND] += spend
+            bucket[ORDERS] += new_order
 
 
 def _purchase(state: UserState, event: Event) -> tuple[float, bool]:
@@ -184,20 +198,28 @@ def _count_category(categories: dict[str, int], category: str) -> None:
 
 
 def prune(state: UserState, watermark: int, rules: Rules) -> None:
-    """Forget what no future decision or read (at or after `watermark`) can need."""
-    windows = rules.windows
+    """Forget what no future decision or read (at or after `watermark`) can need.
+
+    Lazy: keeping an entry longer never changes a result (reads filter buckets by window, and
+    an id older than the lateness belongs to an event that would be late anyway), so the work is
+    done only once a map has grown.
+    """
     horizon = watermark - rules.lateness_ms
-    state.recent_ids = {k: t for k, t in state.recent_ids.items() if t >= horizon}
+    if len(state.recent_ids) > PRUNE_AT:
+        state.recent_ids = {k: t for k, t in state.recent_ids.items() if t >= horizon}
     memory = horizon - ID_MEMORY_MS
-    state.recent_sessions = {k: t for k, t in state.recent_sessions.items() if t >= memory}
-    state.recent_orders = {k: t for k, t in state.recent_orders.items() if t >= memory}
-    for window, buckets in zip(windows, state.windows, strict=False):
-        oldest = watermark // window.bucket_ms - window.buckets + 1
-        for index in [i for i in buckets if i < oldest]:
-            del buckets[index]
+    if len(state.recent_sessions) > PRUNE_AT:
+        state.recent_sessions = {k: t for k, t in state.recent_sessions.items() if t >= memory}
+    if len(state.recent_orders) > PRUNE_AT:
+        state.recent_orders = {k: t for k, t in state.recent_orders.items() if t >= memory}
+    for window, buckets in zip(rules.windows, state.windows, strict=False):
+        if len(buckets) > window.buckets:
+            oldest = watermark // window.bucket_ms - window.buckets + 1
+            for index in [i for i in buckets if i < oldest]:
+                del buckets[index]
 
 
-def window_sums(buckets: dict[int, list[float]], window: Window, now_ms: int) -> list[float]:
+def window_sums(buckets: dict[int, list[int | float]], window: Window, now_ms: int) -> list[float]:
     newest = now_ms // window.bucket_ms
     oldest = newest - window.buckets + 1
     sums = [0.0] * BUCKET_SLOTS

@@ -57,10 +57,10 @@ class Reference:
             return
         self._seen_offsets.add(where)
         self.partition_of[event.user_id] = arrival.partition
-        if event.event_id in self._seen_ids:
-            return
         if event.ts_ms < before - self.lateness_ms:
             self.late.append(arrival)
+            return
+        if event.event_id in self._seen_ids:
             return
         self._seen_ids.add(event.event_id)
         self.accepted.setdefault(event.user_id, []).append(event)

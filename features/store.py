@@ -20,7 +20,7 @@ from typing import Any, Final
 import msgspec
 import redis
 
-from features import keys
+from features import keys, resp
 from features.definitions import (
     APPLIED,
     LATE,
@@ -36,22 +36,19 @@ from features.events import Event
 
 logger = logging.getLogger(__name__)
 
-# KEYS: state hash, erasure marker. Returns {erased, version, state}.
-_READ = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return {1, 0, false} end
-local found = redis.call('HMGET', KEYS[1], 'v', 's')
-return {0, tonumber(found[1]) or 0, found[2]}
-"""
-# KEYS: state hash, erasure marker. ARGV: expected version, state, ttl seconds.
-# Returns the new version, 0 when the version moved (someone else wrote), -1 when erased.
+# A user's state is one string: a 10-digit version, then the msgpack `UserState`.
+VERSION_DIGITS: Final = 10
+# KEYS: state, erasure marker. ARGV: expected version ("" for a new user), version + state,
+# ttl seconds (0: none). Returns 1 when written, 0 when the version moved, -1 when erased.
 _WRITE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-local version = tonumber(redis.call('HGET', KEYS[1], 'v')) or 0
-if version ~= tonumber(ARGV[1]) then return 0 end
-version = version + 1
-redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-return version
+if redis.call('GETRANGE', KEYS[1], 0, 9) ~= ARGV[1] then return 0 end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return 1
 """
 # KEYS: watermarks hash. ARGV: partition, ms, partition, ms, ... Raises each to at least ms.
 _RAISE_WATERMARKS = """
@@ -62,6 +59,7 @@ end
 return 1
 """
 MAX_CONFLICT_ROUNDS: Final = 5
+_WRITE_ARGS: Final = b"%b" + b"$%d\r\n%b\r\n" * 5
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(UserState).decode
@@ -101,9 +99,13 @@ class FeatureStore:
         self._cache_users = cache_users
         self._cache: OrderedDict[str, Cached] = OrderedDict()
         self._watermarks: dict[int, int] = {}
-        self._read = client.register_script(_READ)
         self._write = client.register_script(_WRITE)
         self._raise_watermarks = client.register_script(_RAISE_WATERMARKS)
+        self._write_head = resp.evalsha_prefix(self._write.sha, 2, 3)
+        self._ttl = b"%d" % ttl_s
+        self._scripts_loaded = False
+        # Pipelined requests sent to Redis by `apply` (each is one network round trip).
+        self.round_trips = 0
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -156,6 +158,7 @@ class FeatureStore:
         missing = sorted(set(partitions) - self._watermarks.keys())
         if not missing:
             return
+        self.round_trips += 1
         stored = self._call(self._redis.hmget, keys.watermarks(self._prefix), missing)
         for partition, value in zip(missing, stored, strict=True):
             self._watermarks[partition] = int(value or 0)
@@ -209,24 +212,18 @@ class FeatureStore:
         result: Applied,
     ) -> list[str]:
         """Compare-and-set every folded user; return the users whose write was refused."""
-        pipe = self._redis.pipeline(transaction=False)
-        for user, (state, _) in folded.items():
-            self._write(
-                keys=[keys.state(self._prefix, user), keys.erased(self._prefix, user)],
-                args=[self._cache[user].version, _encode(state), self._ttl_s],
-                client=pipe,
-            )
-        replies = self._call(pipe.execute)
+        calls = (self._write_call(user, state) for user, (state, _) in folded.items())
+        replies = self._raw(resp.chunked(calls), len(folded))
         conflicts = []
-        for (user, (state, outcomes)), version in zip(folded.items(), replies, strict=True):
-            if version == 0:
+        for (user, (state, outcomes)), written in zip(folded.items(), replies, strict=True):
+            if written == 0:
                 conflicts.append(user)
                 del self._cache[user]
-            elif version < 0:
+            elif written < 0:
                 result.erased += len(outcomes)
                 del self._cache[user]
             else:
-                self._remember(user, Cached(version, state))
+                self._remember(user, Cached(self._cache[user].version + 1, state))
                 self._account(result, user, state, outcomes, by_user[user])
         return conflicts
 
@@ -245,17 +242,56 @@ class FeatureStore:
     def _load(self, users: list[str]) -> None:
         if not users:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for user in users:
-            self._read(
-                keys=[keys.state(self._prefix, user), keys.erased(self._prefix, user)],
-                client=pipe,
-            )
-        for user, (erased, version, blob) in zip(users, self._call(pipe.execute), strict=True):
-            if erased:
-                continue
-            state = _decode(blob) if blob else UserState()
-            self._remember(user, Cached(int(version), state))
+        command = resp.command
+        calls = (
+            command(b"GET", self._key(user)) + command(b"EXISTS", self._erased_key(user))
+            for user in users
+        )
+        replies = self._raw(resp.chunked(calls), 2 * len(users))
+        for user, value, erased in zip(users, replies[::2], replies[1::2], strict=True):
+            if not erased:
+                self._remember(user, _cached(value))
+
+    def _write_call(self, user: str, state: UserState) -> bytes:
+        """One packed EVALSHA of the compare-and-set, formatted in one go (hot path)."""
+        state_key = self._key(user)
+        erased_key = self._erased_key(user)
+        version = self._cache[user].version
+        expected = _version(version)
+        value = b"%010d%b" % (version + 1, _encode(state))
+        return _WRITE_ARGS % (
+            self._write_head,
+            len(state_key), state_key,
+            len(erased_key), erased_key,
+            len(expected), expected,
+            len(value), value,
+            len(self._ttl), self._ttl,
+        )  # fmt: skip
+
+    def _key(self, user: str) -> bytes:
+        return keys.state(self._prefix, user).encode()
+
+    def _erased_key(self, user: str) -> bytes:
+        return keys.erased(self._prefix, user).encode()
+
+    def _raw(self, chunks: Iterator[bytes], replies: int) -> list[Any]:
+        """Run packed script calls; a missing script (Redis restarted) is loaded, then the
+        batch fails as transient so the loop retries it from a clean cache."""
+        if not self._scripts_loaded:
+            self._load_scripts()
+        self.round_trips += 1
+        results: list[Any] = self._call(resp.execute, self._redis, chunks, replies)
+        errors = [r for r in results if isinstance(r, redis.ResponseError)]
+        if errors:
+            self._scripts_loaded = False
+            msg = f"{len(errors)} script calls failed, first: {errors[0]}"
+            raise StoreUnavailableError(msg)
+        return results
+
+    def _load_scripts(self) -> None:
+        for script in (self._write, self._raise_watermarks):
+            self._call(self._redis.script_load, script.script)
+        self._scripts_loaded = True
 
     def _remember(self, user: str, cached: Cached) -> None:
         self._cache[user] = cached
@@ -267,15 +303,17 @@ class FeatureStore:
         args: list[int] = []
         for partition in sorted(partitions):
             args += [partition, self._watermarks.get(partition, 0)]
+        self.round_trips += 1
         self._call(self._raise_watermarks, keys=[keys.watermarks(self._prefix)], args=args)
 
     # -- reads and erasure -------------------------------------------------------------------
 
     def state(self, user_id: str) -> UserState | None:
-        erased, _, blob = self._call(
-            self._read, keys=[keys.state(self._prefix, user_id), keys.erased(self._prefix, user_id)]
-        )
-        return None if erased or not blob else _decode(blob)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(keys.state(self._prefix, user_id))
+        pipe.exists(keys.erased(self._prefix, user_id))
+        value, erased = self._call(pipe.execute)
+        return None if erased or not value else _cached(value).state
 
     def profile(self, user_id: str) -> dict[str, Any] | None:
         """The user's features as of their partition's watermark, or None if unknown or erased."""
@@ -299,10 +337,10 @@ class FeatureStore:
     def _describe_many(self, users: list[str], marks: dict[int, int]) -> Iterator[dict[str, Any]]:
         pipe = self._redis.pipeline(transaction=False)
         for user in users:
-            pipe.hget(keys.state(self._prefix, user), "s")
-        for user, blob in zip(users, self._call(pipe.execute), strict=True):
-            if blob:
-                yield self.describe(user, _decode(blob), marks)
+            pipe.get(keys.state(self._prefix, user))
+        for user, value in zip(users, self._call(pipe.execute), strict=True):
+            if value:
+                yield self.describe(user, _cached(value).state, marks)
 
     def describe(self, user_id: str, state: UserState, marks: dict[int, int]) -> dict[str, Any]:
         now = marks.get(state.partition, state.last_seen)
@@ -338,3 +376,14 @@ class FeatureStore:
 
 def _text(key: bytes | str) -> str:
     return key.decode() if isinstance(key, bytes) else key
+
+
+def _version(version: int) -> bytes:
+    """The version prefix as stored; a user never written has none."""
+    return b"%010d" % version if version else b""
+
+
+def _cached(value: bytes | None) -> Cached:
+    if not value:
+        return Cached(0, UserState())
+    return Cached(int(value[:VERSION_DIGITS]), _decode(value[VERSION_DIGITS:]))

@@ -1,13 +1,16 @@
 """`segstream bench`: throughput and latency of the real pipeline, stage by stage, as JSON.
 
-Stages: decode (in process), produce (replay into a fresh topic), loop (consume → validate →
-handle → checkpoint, draining a backlog, measured from the first record to the last batch), and
-latency (event time → handled, at an offered rate, p50/p99). Runs on the configured servers, or on
-local ones started the way `segstream demo` does.
+Stages: decode (in process); features (the feature store's `apply` against the real Redis,
+no Kafka); produce (replay into a fresh topic); loop (consume → validate → checkpoint with no
+handler work); pipeline (the loop with the feature stage: what `segstream run` does); latency
+(event time → handled by the pipeline, at an offered rate, after a warm-up). Throughput is timed
+from the first record to the last batch, so group joins do not count. Runs on the configured
+servers, or on local ones started the way `segstream demo` does.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import threading
 import time
@@ -19,54 +22,72 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 
-from features.events import decode_event
+from features import keys
+from features.events import Event, decode_event
+from features.store import FeatureStore
+from stream.features_handler import FeatureHandler, feature_store, redis_client
 from stream.generate import generate
-from stream.handler import Batch, NullHandler, Outcome
-from stream.loop import Loop
+from stream.handler import Batch, BatchHandler, NullHandler, Outcome
+from stream.loop import Loop, RunSummary
 from stream.replay import Pacer, Pacing, Record, read_records, replay
 from stream.settings import Settings, producer_config
 from stream.stack import ensure_stack
 from stream.topics import ensure_topics
 
 SAMPLE_USERS = 2_000
-
-
 WARMUP_S = 1.0
+START_MS = 1_767_225_600_000  # event times of bench events start here, 10 ms apart
 
 
-class LatencyProbe(NullHandler):
-    """A null handler that records, per event, wall time at handling minus event time.
+class LatencyProbe:
+    """Wraps a handler and records, per event, wall time after handling minus event time.
 
     Events stamped before `measure_from_ms` are left out: the first fetches after an assignment
     (offset lookups, fetch sessions) take a few hundred ms once and are not steady-state latency.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inner: BatchHandler) -> None:
+        self.inner = inner
         self.latencies_ms: list[float] = []
         self.measure_from_ms = float("inf")
 
     def handle(self, batch: Batch) -> Outcome:
+        outcome = self.inner.handle(batch)
         now_ms = time.time() * 1000
         start = self.measure_from_ms
         self.latencies_ms.extend(now_ms - e.ts_ms for e in batch.events if e.ts_ms >= start)
-        return Outcome()
+        return outcome
+
+    def partitions_assigned(self, partitions: Sequence[int]) -> None:
+        self.inner.partitions_assigned(partitions)
+
+    def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        self.inner.partitions_revoked(partitions)
 
 
 def run_bench(
-    settings: Settings, *, events: int, latency_rate: float, latency_seconds: float, workdir: Path
+    settings: Settings,
+    *,
+    events: int,
+    users: int,
+    latency_rate: float,
+    latency_seconds: float,
+    workdir: Path,
 ) -> dict[str, object]:
-    sample = _sample_values(workdir)
-    figures: dict[str, object] = {"events": events, "decode": _bench_decode(sample, events)}
+    values = _bench_values(_sample_values(workdir), events, users)
+    figures: dict[str, object] = {"events": events, "users": users}
+    figures["decode"] = _bench_decode(values)
     with ExitStack() as resources:
         stack = ensure_stack(settings, workdir, resources)
-        base = _bench_settings(stack.settings)
-        figures["produce"], figures["loop"] = _bench_loop(base, sample, events)
-        figures["latency"] = _bench_latency(base, sample, latency_rate, latency_seconds)
-    loop = figures["loop"]
-    latency = figures["latency"]
-    assert isinstance(loop, dict) and isinstance(latency, dict)
+        base = _fresh(stack.settings)
+        figures["features"] = _bench_features(base, values)
+        figures["produce"], figures["loop"], figures["pipeline"] = _bench_loops(base, values)
+        figures["latency"] = _bench_latency(_fresh(stack.settings), values, latency_rate,
+                                            latency_seconds)  # fmt: skip
+    pipeline, latency = figures["pipeline"], figures["latency"]
+    assert isinstance(pipeline, dict) and isinstance(latency, dict)
     return {
-        "events_per_second": loop["events_per_second"],
+        "events_per_second": pipeline["events_per_second"],
         "p99_latency_ms": latency["p99_ms"],
         **figures,
     }
@@ -79,58 +100,112 @@ def _sample_values(workdir: Path) -> list[bytes]:
     return [record.value for record in read_records(path)]
 
 
-def _bench_decode(sample: Sequence[bytes], events: int) -> dict[str, float]:
+def _bench_values(sample: Sequence[bytes], events: int, users: int) -> list[bytes]:
+    """Generated events re-keyed over `users` users, with unique ids and increasing times."""
+    rng = random.Random(7)
+    values = []
+    for i in range(events):
+        event = orjson.loads(sample[i % len(sample)])
+        event.update(event_id=f"b{i}", user_id=f"u{rng.randrange(users)}", ts=START_MS + i * 10)
+        values.append(orjson.dumps(event))
+    return values
+
+
+def _bench_decode(values: Sequence[bytes]) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     started = time.perf_counter()
-    for i in range(events):
-        decode_event(sample[i % len(sample)], now_ms=now_ms)
+    for value in values:
+        decode_event(value, now_ms=now_ms)
     elapsed = time.perf_counter() - started
-    return {"events_per_second": round(events / elapsed), "us_per_event": elapsed / events * 1e6}
+    return {
+        "events_per_second": round(len(values) / elapsed),
+        "us_per_event": elapsed / len(values) * 1e6,
+    }
 
 
-def _bench_settings(settings: Settings) -> Settings:
+def _fresh(settings: Settings) -> Settings:
+    """Topics, group and key prefix of their own, so runs never see each other's data."""
     run = f"bench-{uuid.uuid4().hex[:8]}"
     kafka = settings.kafka.model_copy(update={"session_timeout_ms": 6000, "group_id": run})
     topics = settings.topics.model_copy(
         update={"events": f"{run}.events", "segments": f"{run}.segments", "dlq": f"{run}.dlq"}
     )
     metrics = settings.metrics.model_copy(update={"port": 0})
-    return settings.model_copy(update={"kafka": kafka, "topics": topics, "metrics": metrics})
-
-
-def _bench_loop(
-    settings: Settings, sample: Sequence[bytes], events: int
-) -> tuple[dict[str, object], dict[str, object]]:
-    ensure_topics(settings)
-    records = (
-        Record(str(i % 50_000).encode(), sample[i % len(sample)], None) for i in range(events)
+    return settings.model_copy(
+        update={"kafka": kafka, "topics": topics, "metrics": metrics, "key_prefix": run}
     )
+
+
+def _bench_features(settings: Settings, values: Sequence[bytes]) -> dict[str, object]:
+    """The feature store alone: batches as the loop would hand them, against the real Redis."""
+    now_ms = int(time.time() * 1000)
+    decoded = [decode_event(v, now_ms=now_ms) for v in values]
+    events = [e for e in decoded if isinstance(e, Event)]
+    partitions = [hash(e.user_id) % settings.topics.partitions for e in events]
+    store = feature_store(settings)
+    size = settings.loop.batch_size
+    started = time.perf_counter()
+    for start in range(0, len(events), size):
+        end = start + size
+        store.apply(events[start:end], partitions[start:end], range(start, end))
+    elapsed = time.perf_counter() - started
+    batches = -(-len(events) // size)
+    return {
+        "events_per_second": round(len(events) / elapsed),
+        "batch_size": size,
+        "redis_round_trips_per_batch": round(store.round_trips / batches, 2),
+        "memory_usage_bytes_per_user": _memory_per_user(settings, store, events),
+    }
+
+
+def _memory_per_user(settings: Settings, store: FeatureStore, events: Sequence[Event]) -> float:
+    client = redis_client(settings)
+    users = sorted({e.user_id for e in events})
+    sample = random.Random(1).sample(users, min(500, len(users)))
+
+
+    sizes = [client.memory_usage(keys.state(settings.key_prefix, u)) or 0 for u in sample]
+    return round(statistics.mean(sizes), 1)
+
+
+def _bench_loops(
+    settings: Settings, values: Sequence[bytes]
+) -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+    ensure_topics(settings)
+    records = (Record(orjson.loads(v)["user_id"].encode(), v, None) for v in values)
     sent = replay(records, Producer(producer_config(settings)), settings.topics.events, Pacing())
     produced: dict[str, object] = {
         "events_per_second": round(sent.sent / sent.elapsed_s),
         "errors": sent.errors,
     }
-    summary = Loop(settings, NullHandler()).run(max_events=events)
-    loop: dict[str, object] = {
+    bare = Loop(settings, NullHandler()).run(max_events=len(values))
+    full = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"group_id": settings.kafka.group_id + "-f"}),
+            "key_prefix": settings.key_prefix + "-f",
+        }
+    )
+    handler = FeatureHandler(feature_store(full), None)
+    pipeline = Loop(full, handler).run(max_events=len(values))
+    return produced, _loop_figures(bare), _loop_figures(pipeline)
+
+
+def _loop_figures(summary: RunSummary) -> dict[str, object]:
+    return {
         "events_per_second": round(summary.consumed / summary.busy_s),
         "consumed": summary.consumed,
         "committed": summary.committed,
         "batches": summary.batches,
         "group_join_s": round(summary.first_record_s, 2),
     }
-    return produced, loop
 
 
 def _bench_latency(
-    settings: Settings, sample: Sequence[bytes], rate: float, seconds: float
+    settings: Settings, values: Sequence[bytes], rate: float, seconds: float
 ) -> dict[str, object]:
-    settings = settings.model_copy(
-        update={"topics": settings.topics.model_copy(update={"events": settings.topics.events
-                                                              + ".latency"})}
-    )  # fmt: skip
     ensure_topics(settings)
     total = int(rate * (seconds + WARMUP_S))
-    probe = LatencyProbe()
+    probe = LatencyProbe(FeatureHandler(feature_store(settings), None))
     loop = Loop(settings, probe)
     runner = threading.Thread(target=loop.run, kwargs={"max_events": total}, daemon=True)
     runner.start()
@@ -138,31 +213,32 @@ def _bench_latency(
     while not loop.assigned_partitions and time.monotonic() < deadline:
         time.sleep(0.05)
     probe.measure_from_ms = time.time() * 1000 + WARMUP_S * 1000
-    _send_stamped(settings, sample, rate, total)
+    _send_stamped(settings, values, rate, total)
     runner.join(timeout=seconds + 60)
     loop.stop()
-    values = sorted(probe.latencies_ms)
-    if not values:
-        return {"offered_events_per_second": rate, "p50_ms": None, "p99_ms": None}
+    found = sorted(probe.latencies_ms)
+    result: dict[str, object] = {"offered_events_per_second": rate, "warmup_s": WARMUP_S}
+    if not found:
+        return {**result, "p50_ms": None, "p99_ms": None}
     return {
-        "offered_events_per_second": rate,
-        "warmup_s": WARMUP_S,
-        "measured": len(values),
-        "p50_ms": round(statistics.median(values), 2),
-        "p99_ms": round(values[int(0.99 * (len(values) - 1))], 2),
-        "max_ms": round(values[-1], 2),
+        **result,
+        "measured": len(found),
+        "p50_ms": round(statistics.median(found), 2),
+        "p99_ms": round(found[int(0.99 * (len(found) - 1))], 2),
+        "max_ms": round(found[-1], 2),
     }
 
 
-def _send_stamped(settings: Settings, sample: Sequence[bytes], rate: float, total: int) -> None:
-    """Send sample events at `rate`, each stamped with the wall clock as it leaves, so that
+def _send_stamped(settings: Settings, values: Sequence[bytes], rate: float, total: int) -> None:
+    """Send events at `rate`, each stamped with the wall clock as it leaves, so that
     latency = handling time - event time."""
     producer = Producer({**producer_config(settings), "linger.ms": 0})
     pacer = Pacer(Pacing(rate=rate))
     for i in range(total):
-        event = orjson.loads(sample[i % len(sample)])
+        event = orjson.loads(values[i % len(values)])
         pacer.wait(i, None)
-        event["ts"] = int(time.time() * 1000)
+        event.update(event_id=f"l{i}", ts=int(time.time() * 1000))
         producer.produce(settings.topics.events, orjson.dumps(event), str(event["user_id"]))
         producer.poll(0)
     producer.flush(30)
+    producer.close()

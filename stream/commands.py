@@ -152,6 +152,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def register_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("bench", parents=[common], help="throughput and latency figures as JSON")
     p.add_argument("--events", type=_positive_int, default=200_000)
+    p.add_argument("--users", type=_positive_int, default=50_000,
+                   help="distinct users the events are spread over")  # fmt: skip
     p.add_argument("--latency-rate", type=_positive_float, default=5000.0,
                    help="offered events/s for the latency run")  # fmt: skip
     p.add_argument("--latency-seconds", type=_positive_float, default=5.0)
@@ -162,7 +164,8 @@ def register_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from stream.bench import run_bench
 
-    print_json(run_bench(settings, events=args.events, latency_rate=args.latency_rate,
+    print_json(run_bench(settings, events=args.events, users=args.users,
+                         latency_rate=args.latency_rate,
                          latency_seconds=args.latency_seconds, workdir=args.workdir))  # fmt: skip
     return 0
 

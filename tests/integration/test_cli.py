@@ -28,6 +28,7 @@ def env_for(settings: Settings) -> dict[str, str]:
             "SEGSTREAM_KAFKA__GROUP_ID": settings.kafka.group_id,
             "SEGSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
             "SEGSTREAM_REDIS__URL": settings.redis.url,
+            "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
             "SEGSTREAM_TOPICS__EVENTS": settings.topics.events,
             "SEGSTREAM_TOPICS__SEGMENTS": settings.topics.segments,
             "SEGSTREAM_TOPICS__DLQ": settings.topics.dlq,

@@ -1,0 +1,61 @@
+"""Pipelined Redis calls packed by hand: the feature store's hot path.
+
+redis-py packs each command in Python (about 30 µs for a script call with a 1 kB argument,
+measured here); building the RESP bytes directly and reading the replies with the hiredis parser
+costs a few µs per call. Only for a plain `redis.Redis` client (not Redis Cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+import redis
+
+
+def bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def command(*parts: bytes) -> bytes:
+    return b"*%d\r\n%b" % (len(parts), b"".join(bulk(part) for part in parts))
+
+
+def evalsha_prefix(sha: str, nkeys: int, nargs: int) -> bytes:
+    """The constant head of an EVALSHA call; append `nkeys + nargs` bulk strings to it."""
+    head = b"*%d\r\n" % (3 + nkeys + nargs)
+    return head + bulk(b"EVALSHA") + bulk(sha.encode()) + bulk(b"%d" % nkeys)
+
+
+def execute(client: redis.Redis, chunks: Iterable[bytes], replies: int) -> list[Any]:
+    """Send pipelined commands chunk by chunk and read `replies` replies.
+
+    Each chunk is sent as soon as it is packed, so Redis runs the first calls while the next
+    chunk is being built. An error reply is returned in place as its `ResponseError`, so one
+    refused call does not hide the others.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        for chunk in chunks:
+            connection.send_packed_command([chunk], check_health=False)  # type: ignore[no-untyped-call]
+        results: list[Any] = []
+        for _ in range(replies):
+            try:
+                results.append(connection.read_response())
+            except redis.ResponseError as exc:
+                results.append(exc)
+        return results
+    except BaseException:
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        raise
+    finally:
+        pool.release(connection)
+
+
+def chunked(parts: Iterable[bytes], size: int = 200) -> Iterator[bytes]:
+    """Join packed commands into chunks of `size` commands, lazily."""
+    iterator = iter(parts)
+    while chunk := b"".join(islice(iterator, size)):
+        yield chunk
