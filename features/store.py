@@ -184,13 +184,9 @@ class FeatureStore:
         result = Applied()
         pending = list(by_user)
         for _ in range(MAX_CONFLICT_ROUNDS):
-            self._load([u for u in pending if u not in self._cache])
+            current = self._states_of(pending, result, by_user)
             folded = {}
-            for user in pending:
-                cached = self._cache.get(user)
-                if cached is None:  # erased
-                    result.erased += len(by_user[user])
-                    continue
+            for user, cached in current.items():
                 # Folded in place: every path that does not persist it drops it from the cache.
                 state = cached.state
                 outcomes = [
@@ -198,37 +194,52 @@ class FeatureStore:
                     for i in by_user[user]
                 ]
                 prune(state, self._watermarks.get(state.partition, 0), self.rules)
-                folded[user] = (state, outcomes)
+                folded[user] = (cached, outcomes)
             pending = self._write_back(folded, by_user, result)
             if not pending:
+                self._trim_cache()
                 return result
         msg = f"{len(pending)} users kept changing under us after {MAX_CONFLICT_ROUNDS} rounds"
         raise ConflictError(msg)
 
+    def _states_of(
+        self, users: list[str], result: Applied, by_user: dict[str, list[int]]
+    ) -> dict[str, Cached]:
+        """The batch's users' states: cached ones, the rest read in one round trip; erased users
+        are left out and counted."""
+        found = {u: c for u in users if (c := self._cache.get(u)) is not None}
+        for user, cached in self._load([u for u in users if u not in found]).items():
+            if cached is None:
+                result.erased += len(by_user[user])
+            else:
+                found[user] = cached
+        return found
+
     def _write_back(
         self,
-        folded: dict[str, tuple[UserState, list[int]]],
+        folded: dict[str, tuple[Cached, list[int]]],
         by_user: dict[str, list[int]],
         result: Applied,
     ) -> list[str]:
         """Compare-and-set every folded user; return the users whose write was refused."""
-        calls = (self._write_call(user, state) for user, (state, _) in folded.items())
+        calls = (self._write_call(user, cached) for user, (cached, _) in folded.items())
         replies = self._raw(resp.chunked(calls), len(folded))
         conflicts = []
-        for (user, (state, outcomes)), written in zip(folded.items(), replies, strict=True):
+        for (user, (cached, outcomes)), written in zip(folded.items(), replies, strict=True):
+            if written == 1:
+                self._cache[user] = Cached(cached.version + 1, cached.state)
+                self._cache.move_to_end(user)
+                self._account(result, cached.state, user, outcomes, by_user[user])
+                continue
+            self._cache.pop(user, None)
             if written == 0:
                 conflicts.append(user)
-                del self._cache[user]
-            elif written < 0:
-                result.erased += len(outcomes)
-                del self._cache[user]
             else:
-                self._remember(user, Cached(self._cache[user].version + 1, state))
-                self._account(result, user, state, outcomes, by_user[user])
+                result.erased += len(outcomes)
         return conflicts
 
     def _account(
-        self, result: Applied, user: str, state: UserState, outcomes: list[int], indexes: list[int]
+        self, result: Applied, state: UserState, user: str, outcomes: list[int], indexes: list[int]
     ) -> None:
         result.states[user] = state
         for outcome, index in zip(outcomes, indexes, strict=True):
@@ -239,26 +250,27 @@ class FeatureStore:
             else:
                 result.duplicates += 1
 
-    def _load(self, users: list[str]) -> None:
+    def _load(self, users: list[str]) -> dict[str, Cached | None]:
+        """Read users' states (None for erased users) in one round trip."""
         if not users:
-            return
+            return {}
         command = resp.command
         calls = (
             command(b"GET", self._key(user)) + command(b"EXISTS", self._erased_key(user))
             for user in users
         )
         replies = self._raw(resp.chunked(calls), 2 * len(users))
-        for user, value, erased in zip(users, replies[::2], replies[1::2], strict=True):
-            if not erased:
-                self._remember(user, _cached(value))
+        return {
+            user: None if erased else _cached(value)
+            for user, value, erased in zip(users, replies[::2], replies[1::2], strict=True)
+        }
 
-    def _write_call(self, user: str, state: UserState) -> bytes:
+    def _write_call(self, user: str, cached: Cached) -> bytes:
         """One packed EVALSHA of the compare-and-set, formatted in one go (hot path)."""
         state_key = self._key(user)
         erased_key = self._erased_key(user)
-        version = self._cache[user].version
-        expected = _version(version)
-        value = b"%010d%b" % (version + 1, _encode(state))
+        expected = _version(cached.version)
+        value = b"%010d%b" % (cached.version + 1, _encode(cached.state))
         return _WRITE_ARGS % (
             self._write_head,
             len(state_key), state_key,
@@ -293,9 +305,9 @@ class FeatureStore:
             self._call(self._redis.script_load, script.script)
         self._scripts_loaded = True
 
-    def _remember(self, user: str, cached: Cached) -> None:
-        self._cache[user] = cached
-        self._cache.move_to_end(user)
+    def _trim_cache(self) -> None:
+        """Evict the least recently written users beyond the cache size (after a batch, so a
+        batch never loses the states it is working on)."""
         while len(self._cache) > self._cache_users:
             self._cache.popitem(last=False)
 

@@ -1,0 +1,40 @@
+"""The feature store's in-memory cache never changes results, whatever its size."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from features.events import Event
+from features.reference import Arrival, Reference
+from features.store import FeatureStore
+from tests.conftest import Servers
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_767_225_600_000
+
+
+def view(i: int, user: int) -> Event:
+    ts = T0 + i * 1000
+    return Event(event_id=f"e{i}", user_id=f"u{user}", type="view", ts=ts, ts_ms=ts)
+
+
+@pytest.mark.parametrize("cache_users", [0, 7, 100_000])
+def test_a_cache_smaller_than_a_batch_still_counts_every_event_once(
+    servers: Servers, names: str, cache_users: int
+) -> None:
+    client = redis.Redis.from_url(servers.redis_url)
+    store = FeatureStore(client, f"{names}-{cache_users}", cache_users=cache_users)
+    events = [view(i, i % 40) for i in range(400)]
+    for start in range(0, 400, 100):
+        batch = events[start : start + 100]
+        applied = store.apply(batch, [0] * len(batch), range(start, start + 100))
+        assert (applied.applied, applied.erased, applied.duplicates) == (100, 0, 0)
+
+    reference = Reference(lateness_ms=store.rules.lateness_ms)
+    reference.fold(Arrival(e, 0, offset) for offset, e in enumerate(events))
+    for user in range(40):
+        found = store.profile(f"u{user}")
+        assert found is not None
+        assert found["features"] == reference.profile(f"u{user}")
