@@ -36,7 +36,9 @@ ID_MEMORY_MS: Final = DAY_MS
 MAX_CATEGORIES: Final = 32
 TOP_CATEGORIES: Final = 3
 RECENCY_CAP_DAYS: Final = 365.0
-MAX_LATE_KEPT: Final = 16
+# A user's late records are remembered (for re-delivery after a crash) up to this many; a client
+# flushing a buffer of old events stays well inside it.
+MAX_LATE_KEPT: Final = 1024
 # Pruning is lazy: a state is cleaned once one of its id maps grows past this many entries.
 PRUNE_AT: Final = 32
 
@@ -124,7 +126,9 @@ def decide(  # noqa: PLR0917 - called once per event; positional keeps it cheap
     state.partition = partition
     # Lateness first: then only ids inside the lateness matter, which `prune` keeps.
     if event.ts_ms < watermark_before - rules.lateness_ms:
-        state.late = [*state.late[-(MAX_LATE_KEPT - 1) :], (partition, offset)]
+        state.late.append((partition, offset))
+        if len(state.late) > MAX_LATE_KEPT:
+            del state.late[:-MAX_LATE_KEPT]
         return LATE
     if event.event_id in state.recent_ids:
         return DUPLICATE

@@ -163,7 +163,6 @@ def _memory_per_user(settings: Settings, store: FeatureStore, events: Sequence[E
     users = sorted({e.user_id for e in events})
     sample = random.Random(1).sample(users, min(500, len(users)))
 
-
     sizes = [client.memory_usage(keys.state(settings.key_prefix, u)) or 0 for u in sample]
     return round(statistics.mean(sizes), 1)
 
