@@ -71,6 +71,15 @@ class Cached:
     state: UserState
 
 
+@dataclass(frozen=True)
+class _Batch:
+    events: Sequence[Event]
+    partitions: Sequence[int]
+    offsets: Sequence[int]
+    befores: Sequence[int]  # the partition watermark before each event
+    by_user: dict[str, list[int]]
+
+
 @dataclass
 class Applied:
     """What a batch did: each touched user's state (to score) and the events that were late."""
@@ -145,7 +154,7 @@ class FeatureStore:
         for index, event in enumerate(events):
             by_user.setdefault(event.user_id, []).append(index)
         try:
-            result = self._apply_users(by_user, events, partitions, offsets, befores)
+            result = self._apply_users(_Batch(events, partitions, offsets, befores, by_user))
             self._store_watermarks(set(partitions))
         except BaseException:
             self._watermarks = saved_watermarks
@@ -173,34 +182,40 @@ class FeatureStore:
                 marks[partition] = event.ts_ms
         return befores
 
-    def _apply_users(
-        self,
-        by_user: dict[str, list[int]],
-        events: Sequence[Event],
-        partitions: Sequence[int],
-        offsets: Sequence[int],
-        befores: Sequence[int],
-    ) -> Applied:
+    def _apply_users(self, batch: _Batch) -> Applied:
         result = Applied()
-        pending = list(by_user)
+        pending = list(batch.by_user)
         for _ in range(MAX_CONFLICT_ROUNDS):
-            current = self._states_of(pending, result, by_user)
-            folded = {}
-            for user, cached in current.items():
-                # Folded in place: every path that does not persist it drops it from the cache.
-                state = cached.state
-                outcomes = [
-                    decide(state, events[i], partitions[i], offsets[i], befores[i], self.rules)
-                    for i in by_user[user]
-                ]
-                prune(state, self._watermarks.get(state.partition, 0), self.rules)
-                folded[user] = (cached, outcomes)
-            pending = self._write_back(folded, by_user, result)
+            current = self._states_of(pending, result, batch.by_user)
+            folded: dict[str, tuple[Cached, list[int]]] = {}
+            calls = self._fold_and_pack(batch, current, folded)
+            replies = self._raw(resp.chunked(calls), len(current))
+            pending = self._settle(folded, replies, batch.by_user, result)
             if not pending:
                 self._trim_cache()
                 return result
         msg = f"{len(pending)} users kept changing under us after {MAX_CONFLICT_ROUNDS} rounds"
         raise ConflictError(msg)
+
+    def _fold_and_pack(
+        self, batch: _Batch, current: dict[str, Cached], folded: dict[str, tuple[Cached, list[int]]]
+    ) -> Iterator[bytes]:
+        """Fold each user's events and yield its packed write; lazy, so Redis runs the first
+        chunk of writes while the next users are folded. Folds in place: every path that does
+        not persist a state drops it from the cache."""
+        events, partitions, offsets, befores = (
+            batch.events, batch.partitions, batch.offsets, batch.befores,
+        )  # fmt: skip
+        rules, marks = self.rules, self._watermarks
+        for user, cached in current.items():
+            state = cached.state
+            outcomes = [
+                decide(state, events[i], partitions[i], offsets[i], befores[i], rules)
+                for i in batch.by_user[user]
+            ]
+            prune(state, marks.get(state.partition, 0), rules)
+            folded[user] = (cached, outcomes)
+            yield self._write_call(user, cached)
 
     def _states_of(
         self, users: list[str], result: Applied, by_user: dict[str, list[int]]
@@ -215,15 +230,14 @@ class FeatureStore:
                 found[user] = cached
         return found
 
-    def _write_back(
+    def _settle(
         self,
         folded: dict[str, tuple[Cached, list[int]]],
+        replies: list[Any],
         by_user: dict[str, list[int]],
         result: Applied,
     ) -> list[str]:
-        """Compare-and-set every folded user; return the users whose write was refused."""
-        calls = (self._write_call(user, cached) for user, (cached, _) in folded.items())
-        replies = self._raw(resp.chunked(calls), len(folded))
+        """Account the compare-and-set replies; return the users whose write was refused."""
         conflicts = []
         for (user, (cached, outcomes)), written in zip(folded.items(), replies, strict=True):
             if written == 1:
@@ -254,15 +268,12 @@ class FeatureStore:
         """Read users' states (None for erased users) in one round trip."""
         if not users:
             return {}
-        command = resp.command
-        calls = (
-            command(b"GET", self._key(user)) + command(b"EXISTS", self._erased_key(user))
-            for user in users
-        )
-        replies = self._raw(resp.chunked(calls), 2 * len(users))
+        # Both keys share the user's hash tag, so one MGET reads them (also on Redis Cluster).
+        calls = (resp.command(b"MGET", self._key(u), self._erased_key(u)) for u in users)
+        replies = self._raw(resp.chunked(calls), len(users))
         return {
             user: None if erased else _cached(value)
-            for user, value, erased in zip(users, replies[::2], replies[1::2], strict=True)
+            for user, (value, erased) in zip(users, replies, strict=True)
         }
 
     def _write_call(self, user: str, cached: Cached) -> bytes:
