@@ -239,10 +239,12 @@ class FeatureStore:
     ) -> list[str]:
         """Account the compare-and-set replies; return the users whose write was refused."""
         conflicts = []
+        cache = self._cache
         for (user, (cached, outcomes)), written in zip(folded.items(), replies, strict=True):
             if written == 1:
-                self._cache[user] = Cached(cached.version + 1, cached.state)
-                self._cache.move_to_end(user)
+                cached.version += 1
+                cache[user] = cached
+                cache.move_to_end(user)
                 self._account(result, cached.state, user, outcomes, by_user[user])
                 continue
             self._cache.pop(user, None)
@@ -256,13 +258,13 @@ class FeatureStore:
         self, result: Applied, state: UserState, user: str, outcomes: list[int], indexes: list[int]
     ) -> None:
         result.states[user] = state
-        for outcome, index in zip(outcomes, indexes, strict=True):
-            if outcome == APPLIED:
-                result.applied += 1
-            elif outcome == LATE:
-                result.late.append(index)
-            else:
-                result.duplicates += 1
+        applied = outcomes.count(APPLIED)
+        result.applied += applied
+        if applied == len(outcomes):
+            return
+        late = [index for outcome, index in zip(outcomes, indexes, strict=True) if outcome == LATE]
+        result.late.extend(late)
+        result.duplicates += len(outcomes) - applied - len(late)
 
     def _load(self, users: list[str]) -> dict[str, Cached | None]:
         """Read users' states (None for erased users) in one round trip."""

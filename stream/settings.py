@@ -52,8 +52,9 @@ class KafkaSettings(BaseModel):
     # Tansu (the local broker) takes about half the session timeout to form a group; 6 s keeps
     # joins quick while staying above librdkafka's heartbeat interval.
     session_timeout_ms: int = Field(10_000, ge=1_000)
-    # A waiting fetch on Tansu is not woken by new data, so this bounds end-to-end latency.
-    fetch_wait_max_ms: int = Field(50, ge=1, le=10_000)
+    # Brokers that do not wake a waiting fetch on new data (Tansu) add up to this much latency;
+    # on Apache Kafka it only paces fetches of idle partitions. 10 ms: p50 110 -> 43 ms measured.
+    fetch_wait_max_ms: int = Field(10, ge=1, le=10_000)
     config: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("config", mode="before")
@@ -101,8 +102,11 @@ class TopicSettings(BaseModel):
 class LoopSettings(BaseModel):
     model_config = _frozen()
 
-    batch_size: int = Field(2_000, ge=1, le=100_000)
-    batch_timeout_s: float = Field(0.05, gt=0, le=60)
+    # Larger batches give a user several events per batch, so one state write covers them:
+    # 2,000 -> 5,000 took the pipeline from 38.5k to 41.8k events/s on generated sessions.
+    batch_size: int = Field(5_000, ge=1, le=100_000)
+    # How long a consume waits to fill a batch; under backlog batches fill at once anyway.
+    batch_timeout_s: float = Field(0.01, gt=0, le=60)
     # Offsets are committed at most this often; a crash re-reads at most this much, which the
     # Redis fences make harmless.
     commit_interval_s: float = Field(1.0, ge=0, le=600)
