@@ -104,7 +104,6 @@ class FeatureStore:
         self._redis = client
         self._prefix = prefix
         self.rules = rules or Rules()
-        self._ttl_s = ttl_s
         self._cache_users = cache_users
         self._cache: OrderedDict[str, Cached] = OrderedDict()
         self._watermarks: dict[int, int] = {}
@@ -137,9 +136,6 @@ class FeatureStore:
         if "path" in kwargs:
             return f"unix://{kwargs['path']}"
         return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
-
-    def watermark(self, partition: int) -> int:
-        return self._watermarks.get(partition, 0)
 
     # -- the batch ---------------------------------------------------------------------------
 
