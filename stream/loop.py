@@ -191,11 +191,12 @@ class Loop:
     def _handle(self, valid: list[Message], events: list[Event]) -> None:
         if not events:
             return
+        positions = [_where(m) for m in valid]
         batch = Batch(
             topic=self._topic,
             events=events,
-            partitions=[_where(m)[0] for m in valid],
-            offsets=[_where(m)[1] for m in valid],
+            partitions=[partition for partition, _ in positions],
+            offsets=[offset for _, offset in positions],
         )
         outcome = self._retry("handle", lambda: self._handler.handle(batch))
         for rejection in outcome.rejections:
