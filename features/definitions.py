@@ -96,6 +96,9 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
     # [partition, offset] of recent late events, so a re-delivered one is dead-lettered again
     # instead of passing as a duplicate (at least once into the dead-letter topic).
     late: list[tuple[int, int]] = msgspec.field(default_factory=list)
+    # The segmentation layer's record of this user, opaque here: stored with the features so a
+    # decision and the state it was made on are written by one compare-and-set.
+    segment: bytes = b""
 
 
 APPLIED: Final = 0
@@ -291,6 +294,11 @@ class FeatureDef:
     kind: type
     default: float
     to_input: Callable[[float], float]
+
+    @property
+    def logged(self) -> bool:
+        """Whether the model input is log1p of the value (counts and money)."""
+        return self.to_input is _log1p
 
 
 def _log1p(value: float) -> float:

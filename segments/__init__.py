@@ -1,1 +1,1 @@
-"""How users are grouped: model protocol, river pipelines, labels, segment policy, snapshots."""
+"""How users are grouped: models, scoring, segment policy. No Redis and no Kafka in here."""

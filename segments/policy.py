@@ -1,0 +1,146 @@
+"""A user's assignment and how it moves: hysteresis, change events, timers, pending labels.
+
+The `Record` travels inside the user's feature state (one compare-and-set writes both), so a
+decision is never stored without the features it was made on. A change gets the id
+`<user>:<seq>` from the record's sequence: re-deciding after a crash gives the same id.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from segments.config import DAY_MS, SegmentConfig
+
+BANDS: Final = ("low", "medium", "high")
+NO_BAND: Final = "unknown"
+
+
+class Record(msgspec.Struct, array_like=True, gc=False):
+    seq: int = 0
+    segment: str = ""
+    cluster: int = -1
+    rfm: str = ""
+    band: str = ""
+    propensity: float = -1.0
+    rules: list[str] = msgspec.field(default_factory=list)
+    version: int = 0
+    since: int = 0  # event time of the last change
+    candidate: str = ""  # a segment seen but not yet confirmed
+    seen: int = 0  # consecutive scorings that saw the candidate
+    due: int = 0  # event time of the next timer, 0 for none
+    label_ts: int = 0  # pending propensity snapshot (0: none)
+    label_p: float = 0.0
+    label_x: bytes = b""  # float32 model inputs at the snapshot
+    label_version: int = 0
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Record).decode
+
+
+def load(blob: bytes) -> Record:
+    return _decode(blob) if blob else Record()
+
+
+def dump(record: Record) -> bytes:
+    return _encode(record)
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What scoring says about one user now, before hysteresis."""
+
+    segment: str
+    cluster: int  # nearest centre's stable id (-1 without clusters)
+    cluster_distance: float  # squared distance to it
+    current_distance: float  # squared distance to the user's current cluster (inf if gone)
+    rfm: str
+    propensity: float  # nan when not ready
+    rules: list[str]
+    version: int
+
+
+def band_of(propensity: float, edges: tuple[float, float]) -> str:
+    if math.isnan(propensity):  # nan: no classifier yet
+        return NO_BAND
+    return BANDS[(propensity >= edges[0]) + (propensity >= edges[1])]
+
+
+def settle(record: Record, proposal: Proposal, config: SegmentConfig) -> bool:
+    """Move the record towards the proposal through hysteresis; True if the assignment changed."""
+    first = record.seq == 0
+    segment = _segment(record, proposal.segment, config, first)
+    cluster = _cluster(record, proposal, config.cluster_margin, first)
+    band = _band(record, proposal.propensity, config, first)
+    # A cluster move alone is not published (it is carried on the next change and shown in the
+    # profile): personalisation acts on the segment and the propensity band.
+    changed = (segment, band) != (record.segment, record.band)
+    record.segment, record.cluster, record.band = segment, cluster, band
+    record.rfm, record.rules, record.version = proposal.rfm, proposal.rules, proposal.version
+    record.propensity = -1.0 if math.isnan(proposal.propensity) else proposal.propensity
+    if changed:
+        record.seq += 1
+    return changed
+
+
+def _segment(record: Record, proposed: str, config: SegmentConfig, first: bool) -> str:
+    if proposed == record.segment or first:
+        record.candidate, record.seen = "", 0
+        return proposed
+    record.seen = record.seen + 1 if record.candidate == proposed else 1
+    record.candidate = proposed
+    if record.seen >= config.confirmations:
+        record.candidate, record.seen = "", 0
+        return proposed
+    return record.segment
+
+
+def _cluster(record: Record, proposal: Proposal, margin: float, first: bool) -> int:
+    if first or record.cluster < 0 or proposal.cluster < 0:
+        return proposal.cluster
+    # Switch only when the new centre is clearly nearer than the current one.
+    if proposal.cluster_distance < (1.0 - margin) * proposal.current_distance:
+        return proposal.cluster
+    return record.cluster
+
+
+def _band(record: Record, propensity: float, config: SegmentConfig, first: bool) -> str:
+    proposed = band_of(propensity, config.bands)
+    if first or proposed == record.band or record.band in ("", NO_BAND) or proposed == NO_BAND:
+        return proposed
+    rank = BANDS.index
+    # Cross a band edge only by `band_margin`, so a score hovering on an edge does not flap.
+    nudged = (
+        propensity - config.band_margin
+        if rank(proposed) > rank(record.band)
+        else (propensity + config.band_margin)
+    )
+    return proposed if band_of(nudged, config.bands) == proposed else record.band
+
+
+def next_due(record: Record, last_seen: int, now_ms: int, config: SegmentConfig) -> int:
+    """The next event time this user must be re-scored without an event of their own."""
+    times = [last_seen + int(days * DAY_MS) for days in config.recency_days if last_seen]
+    times = [t for t in times if t > now_ms]
+    if record.label_ts:
+        times.append(record.label_ts + config.horizon_ms)
+    if record.candidate:
+        times.append(now_ms + config.confirm_after_ms)
+    return min(times, default=0)
+
+
+def assignment(record: Record, label: str) -> dict[str, Any]:
+    """The `previous`/`current` object of a change event."""
+    return {
+        "segment": record.segment,
+        "cluster": record.cluster if record.cluster >= 0 else None,
+        "cluster_label": label or None,
+        "rfm": record.rfm,
+        "propensity": round(record.propensity, 4) if record.propensity >= 0 else None,
+        "propensity_band": record.band,
+        "rules": list(record.rules),
+    }
