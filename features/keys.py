@@ -42,3 +42,35 @@ def user_of(prefix: str, key: str) -> str | None:
     if not key.startswith(head) or not key.endswith("}"):
         return None
     return key[len(head) : -1]
+
+
+# Keys of the layers above the features. The model's keys share one hash tag, so a Lua call
+# may publish a snapshot and check the trainer lease at once (also on Redis Cluster).
+def model_tag(prefix: str) -> str:
+    return f"{prefix}:{{model}}"
+
+
+def model_current(prefix: str) -> str:
+    """String: the version every instance should score with."""
+    return f"{model_tag(prefix)}:current"
+
+
+def model_snapshot(prefix: str, version: int) -> str:
+    """String: a signed snapshot of one model version."""
+    return f"{model_tag(prefix)}:v{version}"
+
+
+def model_lease(prefix: str) -> str:
+    """String with a TTL: the id of the instance that trains and publishes snapshots."""
+    return f"{model_tag(prefix)}:lease"
+
+
+def timers(prefix: str, partition: int) -> str:
+    """Sorted set: user -> event time (ms) at which the owner of the partition re-scores them."""
+    return f"{prefix}:timers:{partition}"
+
+
+def outbox(prefix: str, partition: int) -> str:
+    """Sorted set: segment change (JSON) -> input offset of the batch that decided it; kept
+    until that offset is committed, so a crash before the publish loses no change."""
+    return f"{prefix}:outbox:{partition}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -61,6 +61,9 @@ return 1
 MAX_CONFLICT_ROUNDS: Final = 5
 _WRITE_ARGS: Final = b"%b" + b"$%d\r\n%b\r\n" * 5
 
+# Sees the batch's folded states (user -> state) before they are written.
+OnFolded = Callable[[dict[str, UserState]], None]
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(UserState).decode
 
@@ -89,6 +92,7 @@ class Applied:
     duplicates: int = 0
     erased: int = 0
     applied: int = 0
+    missing: list[str] = field(default_factory=list)
 
 
 class FeatureStore:
@@ -140,17 +144,32 @@ class FeatureStore:
     # -- the batch ---------------------------------------------------------------------------
 
     def apply(
-        self, events: Sequence[Event], partitions: Sequence[int], offsets: Sequence[int]
+        self,
+        events: Sequence[Event],
+        partitions: Sequence[int],
+        offsets: Sequence[int],
+        *,
+        extra_users: Sequence[str] = (),
+        on_folded: OnFolded | None = None,
     ) -> Applied:
-        """Fold a batch into Redis; on any failure nothing of it is kept in memory either."""
-        self._load_watermarks(partitions)
+        """Fold a batch into Redis; on any failure nothing of it is kept in memory either.
+
+        `extra_users` are written back without events (a timer re-scores them); one that has
+        no stored state is left out and listed in `Applied.missing`. `on_folded` sees every
+        folded state before it is written, and may change it: the segment record goes into
+        the same compare-and-set as the features it was decided on.
+        """
+        self.load_watermarks(partitions)
         saved_watermarks = dict(self._watermarks)
         befores = self._advance_watermarks(events, partitions)
         by_user: dict[str, list[int]] = {}
         for index, event in enumerate(events):
             by_user.setdefault(event.user_id, []).append(index)
+        for user in extra_users:
+            by_user.setdefault(user, [])
         try:
-            result = self._apply_users(_Batch(events, partitions, offsets, befores, by_user))
+            batch = _Batch(events, partitions, offsets, befores, by_user)
+            result = self._apply_users(batch, on_folded)
             self._store_watermarks(set(partitions))
         except BaseException:
             self._watermarks = saved_watermarks
@@ -159,7 +178,12 @@ class FeatureStore:
             raise
         return result
 
-    def _load_watermarks(self, partitions: Sequence[int]) -> None:
+    def watermark(self, partition: int) -> int:
+        """The partition's event-time watermark as this instance knows it (0: none yet)."""
+        return self._watermarks.get(partition, 0)
+
+    def load_watermarks(self, partitions: Sequence[int]) -> None:
+        """Read the watermarks of partitions not seen yet (one round trip, if any)."""
         missing = sorted(set(partitions) - self._watermarks.keys())
         if not missing:
             return
@@ -178,14 +202,16 @@ class FeatureStore:
                 marks[partition] = event.ts_ms
         return befores
 
-    def _apply_users(self, batch: _Batch) -> Applied:
+    def _apply_users(self, batch: _Batch, on_folded: OnFolded | None) -> Applied:
         result = Applied()
         pending = list(batch.by_user)
         for _ in range(MAX_CONFLICT_ROUNDS):
             current = self._states_of(pending, result, batch.by_user)
-            folded: dict[str, tuple[Cached, list[int]]] = {}
-            calls = self._fold_and_pack(batch, current, folded)
-            replies = self._raw(resp.chunked(calls), len(current))
+            folded = self._fold(batch, current, result)
+            if on_folded is not None:
+                on_folded({user: cached.state for user, (cached, _) in folded.items()})
+            calls = (self._write_call(user, cached) for user, (cached, _) in folded.items())
+            replies = self._raw(resp.chunked(calls), len(folded))
             pending = self._settle(folded, replies, batch.by_user, result)
             if not pending:
                 self._trim_cache()
@@ -193,25 +219,29 @@ class FeatureStore:
         msg = f"{len(pending)} users kept changing under us after {MAX_CONFLICT_ROUNDS} rounds"
         raise ConflictError(msg)
 
-    def _fold_and_pack(
-        self, batch: _Batch, current: dict[str, Cached], folded: dict[str, tuple[Cached, list[int]]]
-    ) -> Iterator[bytes]:
-        """Fold each user's events and yield its packed write; lazy, so Redis runs the first
-        chunk of writes while the next users are folded. Folds in place: every path that does
-        not persist a state drops it from the cache."""
+    def _fold(
+        self, batch: _Batch, current: dict[str, Cached], result: Applied
+    ) -> dict[str, tuple[Cached, list[int]]]:
+        """Fold each user's events in place; every path that does not persist a state drops
+        it from the cache. A user without events and without a stored state is not created."""
         events, partitions, offsets, befores = (
             batch.events, batch.partitions, batch.offsets, batch.befores,
         )  # fmt: skip
         rules, marks = self.rules, self._watermarks
+        folded: dict[str, tuple[Cached, list[int]]] = {}
         for user, cached in current.items():
+            indexes = batch.by_user[user]
+            if not indexes and not cached.version:
+                result.missing.append(user)
+                continue
             state = cached.state
             outcomes = [
                 decide(state, events[i], partitions[i], offsets[i], befores[i], rules)
-                for i in batch.by_user[user]
+                for i in indexes
             ]
             prune(state, marks.get(state.partition, 0), rules)
             folded[user] = (cached, outcomes)
-            yield self._write_call(user, cached)
+        return folded
 
     def _states_of(
         self, users: list[str], result: Applied, by_user: dict[str, list[int]]
@@ -366,7 +396,8 @@ class FeatureStore:
     def describe(self, user_id: str, state: UserState, marks: dict[int, int]) -> dict[str, Any]:
         now = marks.get(state.partition, state.last_seen)
         features: dict[str, Value] = compute_features(state, now, self.rules.windows)
-        return {"user_id": user_id, "as_of": now, "features": features}
+        # The layers above read their own record (opaque here) from `segment`.
+        return {"user_id": user_id, "as_of": now, "features": features, "segment": state.segment}
 
     def stored_watermarks(self) -> dict[int, int]:
         raw = self._call(self._redis.hgetall, keys.watermarks(self._prefix))

@@ -8,6 +8,7 @@ new set of centres is matched to the previous version's by minimum total distanc
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -81,7 +82,7 @@ class Model:
             cluster_labels=tuple(_label(c, names) for c in centers),
             weights=self._weights(),
             intercept=self._intercept(),
-            classifier=None if self._linear() else self.classifier,
+            classifier=None if self._linear() else copy.deepcopy(self.classifier),
             propensity_ready=self.labels_learned >= MIN_LABELS,
             frequency_edges=_edges(self.frequency),
             monetary_edges=_edges(self.monetary),

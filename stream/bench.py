@@ -65,6 +65,9 @@ class LatencyProbe:
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
         self.inner.partitions_revoked(partitions)
 
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        self.inner.committed(next_offsets)
+
 
 def run_bench(
     settings: Settings,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -22,8 +22,14 @@ logger = logging.getLogger(__name__)
 
 class Checkpoint:
     def __init__(
-        self, consumer: Consumer, publisher: Publisher, topic: str, interval_s: float
+        self,
+        consumer: Consumer,
+        publisher: Publisher,
+        topic: str,
+        interval_s: float,
+        on_commit: Callable[[dict[int, int]], None] | None = None,
     ) -> None:
+        self._on_commit = on_commit
         self._consumer = consumer
         self._publisher = publisher
         self._topic = topic
@@ -70,6 +76,8 @@ class Checkpoint:
             msg = f"offset commit failed for {detail}"
             raise CommitError(msg, code=failed[0][1].name())
         logger.debug("committed %s", {tp.partition: tp.offset for tp in offsets})
+        if self._on_commit is not None:
+            self._on_commit(dict(self._next_offsets))
         self._next_offsets.clear()
         self.committed_records += self._uncommitted_records
         self._uncommitted_records = 0

@@ -50,14 +50,18 @@ def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from stream import metrics
-    from stream.features_handler import FeatureHandler, feature_store, pseudonymizer
     from stream.loop import Loop
+    from stream.pipeline import build_handler
 
+    handler = build_handler(settings)
     metrics.serve(settings.metrics.port)
-    loop = Loop(settings, FeatureHandler(feature_store(settings), pseudonymizer(settings)))
+    loop = Loop(settings, handler)
     stop_on_signals(loop.stop)
-    summary = loop.run(max_events=args.max_events, until_idle=args.until_idle)
-    print_json(summary.as_dict())
+    try:
+        summary = loop.run(max_events=args.max_events, until_idle=args.until_idle)
+    finally:
+        handler.close()
+    print_json({**summary.as_dict(), "model_version": handler.sync.params.version})
     return 0 if summary.clean_exit else 3
 
 

@@ -10,11 +10,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from confluent_kafka import Producer
+from pydantic import SecretStr
 
 from features.store import FeatureStore
-from stream.features_handler import FeatureHandler, feature_store, pseudonymizer
+from stream.demo_segments import segment_table
 from stream.generate import GenerateSummary, generate
 from stream.loop import Loop, RunSummary
+from stream.pipeline import build_handler
 from stream.progress import Progress
 from stream.replay import Pacing, ReplaySummary, read_records, replay
 from stream.settings import Settings, producer_config
@@ -45,8 +47,12 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
         ensure_topics(settings)
         generated = _generate(users, days, seed, workdir)
         replayed = _replay(settings, workdir / "events.jsonl")
-        store = feature_store(settings)
-        service = Loop(settings, FeatureHandler(store, pseudonymizer(settings))).run(until_idle=5.0)
+        handler = build_handler(settings)
+        store = handler.store
+        try:
+            service = Loop(settings, handler).run(until_idle=5.0)
+        finally:
+            handler.close()
         print(
             _summary(
                 stack,
@@ -58,6 +64,7 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
             )
         )
         print("\n".join(_feature_table(store, workdir / "personas.csv", settings.key_prefix)))
+        print("\n".join(segment_table(settings, handler, workdir)))
         return 0 if service.clean_exit and not replayed.errors else 1
 
 
@@ -67,6 +74,11 @@ def _demo_settings(stack: Stack) -> Settings:
     kafka = settings.kafka.model_copy(update={"session_timeout_ms": 6000})
     # Fences in Redis are offsets of the input topic: a fresh topic needs fresh keys.
     settings = settings.model_copy(update={"key_prefix": run})
+    if settings.segments.signing() is None:
+        # A throwaway key: this run's model snapshots are read by this run only.
+        key = SecretStr(uuid.uuid4().hex)
+        segments = settings.segments.model_copy(update={"signing_key": key, "warmup": 200})
+        settings = settings.model_copy(update={"segments": segments})
     if stack.kafka_started:
         return settings.model_copy(update={"kafka": kafka})
     # A shared broker keeps earlier runs' records: give this run topics and a group of its own.

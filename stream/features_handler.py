@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 import redis
 
+from features.definitions import Rules
 from features.errors import ConflictError, StoreUnavailableError
 from features.events import Event, InvalidEvent
 from features.privacy import Pseudonymizer
@@ -49,7 +50,7 @@ class FeatureHandler:
         self.last: Applied | None = None
 
     def handle(self, batch: Batch) -> Outcome:
-        events = self._private(batch.events)
+        events = private(batch.events, self._pseudonymize)
         try:
             with metrics.REDIS_SECONDS.labels("apply").time():
                 applied = self.store.apply(events, batch.partitions, batch.offsets)
@@ -59,17 +60,8 @@ class FeatureHandler:
         metrics.EVENTS_APPLIED.inc(applied.applied)
         metrics.EVENTS_SKIPPED.labels("duplicate").inc(applied.duplicates)
         metrics.EVENTS_SKIPPED.labels("erased").inc(applied.erased)
-        lateness_s = self.store.rules.lateness_ms / 1000
-        return Outcome(
-            rejections=[_late(index, events[index], lateness_s) for index in applied.late]
-        )
-
-    def _private(self, events: Sequence[Event]) -> Sequence[Event]:
-        pseudonymize = self._pseudonymize
-        if pseudonymize is None:
-            return events
-        replace = msgspec.structs.replace
-        return [replace(e, user_id=pseudonymize(e.user_id)) for e in events]
+        rules = self.store.rules
+        return Outcome(rejections=[late_rejection(i, events[i], rules) for i in applied.late])
 
     def partitions_assigned(self, partitions: Sequence[int]) -> None:
         self.store.partitions_assigned(partitions)
@@ -77,7 +69,19 @@ class FeatureHandler:
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
         self.store.partitions_revoked(partitions)
 
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        return None
 
-def _late(index: int, event: Event, lateness_s: float) -> Rejection:
+
+def private(events: Sequence[Event], pseudonymize: Callable[[str], str] | None) -> Sequence[Event]:
+    """The events with pseudonymous user ids, when a key is configured."""
+    if pseudonymize is None:
+        return events
+    replace = msgspec.structs.replace
+    return [replace(e, user_id=pseudonymize(e.user_id)) for e in events]
+
+
+def late_rejection(index: int, event: Event, rules: Rules) -> Rejection:
+    lateness_s = rules.lateness_ms / 1000
     message = f"ts={event.ts_ms} is more than {lateness_s:g}s behind its partition's watermark"
     return Rejection(index, "late", InvalidEvent("late", "LateEvent", message))

@@ -50,6 +50,10 @@ class BatchHandler(Protocol):
 
     def partitions_revoked(self, partitions: Sequence[int]) -> None: ...
 
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        """Offsets up to these (exclusive) are committed; what they cover may be forgotten."""
+        ...
+
 
 class NullHandler:
     """Applies nothing: the bare loop (validation, dead letters, checkpoints) and its benchmark."""
@@ -61,4 +65,7 @@ class NullHandler:
         return None
 
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        return None
+
+    def committed(self, next_offsets: dict[int, int]) -> None:
         return None

@@ -109,7 +109,11 @@ class Loop:
             self._consumer = Consumer(consumer_config(settings))
             stack.callback(self._consumer.close)
             self._checkpoint = Checkpoint(
-                self._consumer, self._publisher, self._topic, settings.loop.commit_interval_s
+                self._consumer,
+                self._publisher,
+                self._topic,
+                settings.loop.commit_interval_s,
+                on_commit=self._handler.committed,
             )
             self._consumer.subscribe(
                 [self._topic],

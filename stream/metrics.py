@@ -34,6 +34,29 @@ REDIS_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 REBALANCES = Counter("segstream_rebalances", "Partition assignment changes", ["kind"])
+USERS_SCORED = Counter(
+    "segstream_users_scored", "User scorings, by what triggered them", ["trigger"]
+)
+SEGMENT_CHANGES = Counter(
+    "segstream_segment_changes",
+    "Segment changes published (segment names are bounded by configuration)",
+    ["from_segment", "to_segment"],
+)
+CHANGES_REPUBLISHED = Counter(
+    "segstream_changes_republished", "Changes published again from the outbox after a takeover"
+)
+MODEL_VERSION = Gauge("segstream_model_version", "Model version this instance scores with")
+TRAINER = Gauge("segstream_trainer", "1 while this instance holds the trainer lease")
+SAMPLES_LEARNED = Counter(
+    "segstream_model_samples_learned", "Samples the trainer learned", ["kind"]
+)
+PROPENSITY_AUC = Gauge(
+    "segstream_propensity_roc_auc", "Live ROC AUC of propensity (predicted before labelled)"
+)
+PROPENSITY_LOG_LOSS = Gauge("segstream_propensity_log_loss", "Live log loss of propensity")
+LABELS_RESOLVED = Counter(
+    "segstream_propensity_labels", "Propensity snapshots resolved by outcome", ["outcome"]
+)
 
 
 def serve(port: int) -> None:

@@ -10,6 +10,7 @@ import orjson
 from confluent_kafka import Producer
 
 from features.store import FeatureStore
+from segments import policy
 from stream.errors import DeliveryError
 from stream.features_handler import feature_store, pseudonymizer
 from stream.settings import Settings, producer_config
@@ -35,13 +36,19 @@ def all_profiles(settings: Settings) -> Iterator[dict[str, Any]]:
 
 
 def _shape(user_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
+    record = policy.load(found["segment"]) if found is not None and found["segment"] else None
+    segment = None
+    if record is not None:
+        since = record.since
+        segment = {**policy.assignment(record, ""), "since_event_time": since or None}
+        del segment["cluster_label"]
     return {
         "user_id": user_id,
         "as_of": None if found is None else found["as_of"],
         "features": None if found is None else found["features"],
-        # Filled in by the segmenter once it is wired in.
-        "segment": None,
-        "model_version": None,
+        "segment": segment,
+        "model_version": None if record is None else record.version,
+        "changes": 0 if record is None else record.seq,
     }
 
 

@@ -29,12 +29,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from features.definitions import Rules, parse_windows
 from stream.errors import ConfigError
+from stream.segment_settings import SegmentSettings
 
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX: Final = "SEGSTREAM_"
 _SECRET_KEY = re.compile(
-    r"password|secret|token|credentials|sasl\.oauthbearer\.config|pseudonymize_key$", re.I
+    r"password|secret|token|credentials|sasl\.oauthbearer\.config|pseudonymize_key$|signing_key$",
+    re.I,
 )
 REDACTED: Final = "**********"
 MIN_KEY_BYTES: Final = 16
@@ -211,6 +213,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    segments: SegmentSettings = Field(default_factory=SegmentSettings)
     key_prefix: str = Field("seg", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 

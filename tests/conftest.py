@@ -80,6 +80,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers(bootstrap, redis_url, local_redis, local_kafka)
 
 
+SIGNING_KEY = "test-signing-key-not-a-secret"
+
+
 @pytest.fixture
 def names() -> str:
     """A unique name for this test's topics, group and key prefix."""
@@ -108,6 +111,7 @@ def settings(servers: Servers, names: str, monkeypatch: pytest.MonkeyPatch) -> S
             },
             "loop": {"commit_interval_s": 0.2, "backoff_initial_s": 0.05, "backoff_max_s": 0.5},
             "metrics": {"port": 0},
+            "segments": {"signing_key": SIGNING_KEY, "warmup": 50},
             "key_prefix": names,
         }
     )

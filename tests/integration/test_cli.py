@@ -15,6 +15,7 @@ import pytest
 
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from tests.conftest import SIGNING_KEY
 from tests.kafka_tools import committed, end_offsets, produce, read_topic
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,8 @@ def env_for(settings: Settings) -> dict[str, str]:
             "SEGSTREAM_TOPICS__DLQ": settings.topics.dlq,
             "SEGSTREAM_TOPICS__PARTITIONS": "3",
             "SEGSTREAM_METRICS__PORT": "0",
+            "SEGSTREAM_SEGMENTS__SIGNING_KEY": SIGNING_KEY,
+            "SEGSTREAM_SEGMENTS__WARMUP": "50",
             "SEGSTREAM_LOOP__BATCH_SIZE": "50",
         }
     )

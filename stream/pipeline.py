@@ -1,0 +1,236 @@
+"""The whole per-batch step: features into Redis, users scored, changes out, timers set.
+
+Order within a batch, and why:
+1. the trainer lease is renewed and a newer model version loaded (every refresh interval);
+2. users whose event-time timers are due at this batch's watermarks are looked up;
+3. the feature store folds the events; before it writes, every touched or due user is scored
+   with one model version and its segment record goes into the same compare-and-set, and any
+   change is put in the partition's outbox first (so a crash cannot lose it);
+4. timers are rescheduled, the trainer learns from the batch's sample;
+5. the changes go back to the loop, which publishes them before it commits the offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+import redis
+
+from features.definitions import UserState
+from features.errors import ConflictError, StoreUnavailableError
+from features.events import Event
+from features.store import Applied, FeatureStore
+from segments.engine import Change, Engine, Scored
+from segments.validation import LiveQuality
+from stream import metrics
+from stream.errors import ConfigError, TransientError
+from stream.features_handler import (
+    feature_store,
+    late_rejection,
+    private,
+    pseudonymizer,
+    redis_client,
+)
+from stream.handler import Batch, Outcome
+from stream.models import ModelStore, ModelSync
+from stream.outbox import Outbox
+from stream.publisher import OutMessage
+from stream.settings import Settings
+from stream.timers import Timers
+
+
+@dataclass
+class _Round:
+    """What scoring decided during one `apply` (a refused write re-scores its users)."""
+
+    users: set[str]
+    due: dict[str, int]  # timer-only users -> partition
+    last_offsets: dict[int, int]
+    scored: dict[str, tuple[int, int]] = field(default_factory=dict)  # user -> partition, due
+    changes: dict[str, tuple[int, bytes, Change]] = field(default_factory=dict)
+    samples: Scored = field(default_factory=Scored)
+
+
+class SegmentHandler:
+    def __init__(
+        self,
+        store: FeatureStore,
+        engine: Engine,
+        *,
+        sync: ModelSync,
+        timers: Timers,
+        outbox: Outbox,
+        segments_topic: str,
+        pseudonymize: Callable[[str], str] | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.sync = sync
+        self._timers = timers
+        self._outbox = outbox
+        self._topic = segments_topic
+        self._pseudonymize = pseudonymize
+        self._recovering: set[int] = set()
+        self.quality = LiveQuality()
+        self.last: Applied | None = None
+
+    def handle(self, batch: Batch) -> Outcome:
+        events = private(batch.events, self._pseudonymize)
+        try:
+            return self._handle(batch, events)
+        except (StoreUnavailableError, ConflictError) as exc:
+            raise TransientError(str(exc)) from exc
+
+    def _handle(self, batch: Batch, events: Sequence[Event]) -> Outcome:
+        self.sync.refresh()
+        republished = self._recover(batch)
+        marks = self._watermarks_after(events, batch.partitions)
+        users = {e.user_id for e in events}
+        due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
+        round_ = _Round(users, due, _last_offsets(batch))
+        with metrics.REDIS_SECONDS.labels("apply").time():
+            applied = self.store.apply(
+                events,
+                batch.partitions,
+                batch.offsets,
+                extra_users=list(due),
+                on_folded=lambda states: self._decide(states, round_),
+            )
+        self.last = applied
+        self._after(applied, round_)
+        messages = [self._message(change, value) for _, value, change in round_.changes.values()]
+        rejections = [late_rejection(i, events[i], self.store.rules) for i in applied.late]
+        return Outcome(messages=republished + messages, rejections=rejections)
+
+    def _watermarks_after(
+        self, events: Sequence[Event], partitions: Sequence[int]
+    ) -> dict[int, int]:
+        self.store.load_watermarks(partitions)
+        marks = {p: self.store.watermark(p) for p in set(partitions)}
+        for event, partition in zip(events, partitions, strict=True):
+            marks[partition] = max(marks[partition], event.ts_ms)
+        return marks
+
+    def _decide(self, states: dict[str, UserState], round_: _Round) -> None:
+        users = list(states)
+        folded = list(states.values())
+        now = [self.store.watermark(s.partition) for s in folded]
+        timer = [u in round_.due for u in users]
+        scored = self.engine.score(self.sync.params, users, folded, now, timer)
+        self._forget_previous(users, round_)
+        emitted_at = time.time()
+        entries = []
+        for change in scored.changes:
+            partition = states[change.user_id].partition
+            value = orjson.dumps({**change.payload, "emitted_at": emitted_at})
+            round_.changes[change.user_id] = (partition, value, change)
+            entries.append((partition, round_.last_offsets.get(partition, 0), value))
+        self._outbox.add(entries)
+        for user, state in states.items():
+            round_.scored[user] = (state.partition, scored.due.get(user, 0))
+        round_.samples.samples.extend(scored.samples)
+        round_.samples.labels.extend(scored.labels)
+
+    def _forget_previous(self, users: list[str], round_: _Round) -> None:
+        """A user scored again after a refused write: its earlier change never happened."""
+        stale = [(p, v) for u in users if (c := round_.changes.pop(u, None)) for p, v, _ in [c]]
+        self._outbox.remove(stale)
+
+    def _after(self, applied: Applied, round_: _Round) -> None:
+        scored = {u: v for u, v in round_.scored.items() if u in applied.states}
+        # A due user without a state now (erased, expired) needs no timer any more.
+        gone = [(p, u, 0) for u, p in round_.due.items() if u not in applied.states]
+        self._timers.schedule([*((p, u, due) for u, (p, due) in scored.items()), *gone])
+        self.sync.learn(round_.samples)
+        for _, bought, propensity in round_.samples.labels:
+            self.quality.update(bought, propensity)
+            metrics.LABELS_RESOLVED.labels("bought" if bought else "not_bought").inc()
+        self._account(round_, len(scored))
+
+    def _account(self, round_: _Round, scored: int) -> None:
+        timers = len([u for u in round_.scored if u in round_.due])
+        metrics.USERS_SCORED.labels("timer").inc(timers)
+        metrics.USERS_SCORED.labels("event").inc(scored - timers)
+        for _, _, change in round_.changes.values():
+            metrics.SEGMENT_CHANGES.labels(change.previous or "(new)", change.current).inc()
+        if self.quality.labels:
+            metrics.PROPENSITY_AUC.set(self.quality.roc_auc())
+            metrics.PROPENSITY_LOG_LOSS.set(self.quality.mean_log_loss())
+        metrics.TRAINER.set(int(self.sync.trainer))
+
+    def _message(self, change: Change, value: bytes) -> OutMessage:
+        return OutMessage(self._topic, change.user_id.encode(), value)
+
+    def _recover(self, batch: Batch) -> list[OutMessage]:
+        """On the first batch of a newly assigned partition, publish again what its previous
+        owner decided but may not have published (at or after the committed offset)."""
+        if not self._recovering:
+            return []
+        firsts: dict[int, int] = {}
+        for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
+            if partition in self._recovering and partition not in firsts:
+                firsts[partition] = offset
+        if not firsts:
+            return []
+        values = self._outbox.unpublished(firsts)
+        self._recovering -= firsts.keys()
+        metrics.CHANGES_REPUBLISHED.inc(len(values))
+        return [
+            OutMessage(self._topic, str(orjson.loads(v)["user_id"]).encode(), v) for _, v in values
+        ]
+
+    def partitions_assigned(self, partitions: Sequence[int]) -> None:
+        self.store.partitions_assigned(partitions)
+        self._recovering.update(partitions)
+
+    def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        self.store.partitions_revoked(partitions)
+        self._recovering.difference_update(partitions)
+
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        self._outbox.committed(next_offsets)
+
+    def close(self) -> None:
+        self.sync.close()
+
+
+def _last_offsets(batch: Batch) -> dict[int, int]:
+    last: dict[int, int] = {}
+    for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
+        last[partition] = max(offset, last.get(partition, -1))
+    return last
+
+
+def build_handler(settings: Settings, client: redis.Redis | None = None) -> SegmentHandler:
+    """The service's handler from settings; fails naming the setting when one is missing."""
+    key = settings.segments.signing()
+    if key is None:
+        msg = (
+            "SEGSTREAM_SEGMENTS__SIGNING_KEY (or SEGSTREAM_SEGMENTS__SIGNING_KEY_FILE) is not set:"
+            " model snapshots are signed with it and refused when the signature does not match;"
+            " give every instance of the group the same secret of at least 16 bytes"
+        )
+        raise ConfigError(msg)
+    client = client or redis_client(settings)
+    rules = settings.features.rules()
+    config = settings.segments.config()
+    segments = settings.segments
+    sync = ModelSync(
+        ModelStore(client, settings.key_prefix, key),
+        config,
+        snapshot_interval_s=segments.snapshot_interval_s,
+        refresh_interval_s=segments.refresh_interval_s,
+        lease_ttl_s=segments.lease_ttl_s,
+    )
+    return SegmentHandler(
+        feature_store(settings, client),
+        Engine(config, rules.windows),
+        sync=sync,
+        timers=Timers(client, settings.key_prefix),
+        outbox=Outbox(client, settings.key_prefix),
+        segments_topic=settings.topics.segments,
+        pseudonymize=pseudonymizer(settings),
+    )
