@@ -8,7 +8,6 @@ from typing import Final
 
 from segments.rules import Rule
 
-HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
 
 # Lifetime behaviour separates the personas best (ARI 0.70 with k=7 against 0.40 when the 1h
@@ -66,8 +65,10 @@ class SegmentConfig:
     bands: tuple[float, float] = (0.2, 0.5)
     band_margin: float = 0.05
     cluster_margin: float = 0.1
+    # A new segment or band is taken after this many scorings over at least this much event
+    # time proposed it (see `policy.settle`).
     confirmations: int = 2
-    confirm_after_ms: int = HOUR_MS
+    dwell_ms: int = DAY_MS
     rules: tuple[Rule, ...] = ()
     playbook: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: DEFAULT_PLAYBOOK)
 

@@ -118,7 +118,7 @@ class Engine:
         record = load(state.segment)
         before = msgspec.structs.replace(record)
         self._resolve_label(record, state, now, out)
-        changed = settle(record, self._proposal(params, record, i, scores, rules), self.config)
+        changed = settle(record, self._proposal(params, record, i, scores, rules), self.config, now)
         if not record.label_ts and self._sampled(user, now, self._label_cut, b"label"):
             self._snapshot(record, now, inputs[i], float(scores.propensity[i]))
         record.due = next_due(record, state.last_seen, now, self.config)

@@ -29,8 +29,9 @@ class Record(msgspec.Struct, array_like=True, gc=False):
     rules: list[str] = msgspec.field(default_factory=list)
     version: int = 0
     since: int = 0  # event time of the last change
-    candidate: str = ""  # a segment seen but not yet confirmed
-    seen: int = 0  # consecutive scorings that saw the candidate
+    candidate: str = ""  # "segment|band" proposed but not yet confirmed
+    seen: int = 0  # consecutive scorings that proposed the candidate
+    candidate_since: int = 0  # event time it was first proposed
     due: int = 0  # event time of the next timer, 0 for none
     label_ts: int = 0  # pending propensity snapshot (0: none)
     label_p: float = 0.0
@@ -70,16 +71,27 @@ def band_of(propensity: float, edges: tuple[float, float]) -> str:
     return BANDS[(propensity >= edges[0]) + (propensity >= edges[1])]
 
 
-def settle(record: Record, proposal: Proposal, config: SegmentConfig) -> bool:
-    """Move the record towards the proposal through hysteresis; True if the assignment changed."""
+def settle(record: Record, proposal: Proposal, config: SegmentConfig, now_ms: int) -> bool:
+    """Move the record towards the proposal through hysteresis; True if the assignment changed.
+
+    A new (segment, band) is taken only after it was proposed on `confirmations` scorings
+    spanning at least `dwell_ms` of event time, with no other proposal in between, so a user
+    who dips across a threshold and back within the dwell does not change at all.
+    """
     first = record.seq == 0
-    segment = _segment(record, proposal.segment, config, first)
     cluster = _cluster(record, proposal, config.cluster_margin, first)
-    band = _band(record, proposal.propensity, config, first)
+    target = (proposal.segment, _band(record, proposal.propensity, config, first))
+    current = (record.segment, record.band)
+    if first or target == current:
+        record.candidate, record.seen, record.candidate_since = "", 0, 0
+        settled = target
+    else:
+        settled = _confirm(record, target, config, now_ms)
     # A cluster move alone is not published (it is carried on the next change and shown in the
     # profile): personalisation acts on the segment and the propensity band.
-    changed = (segment, band) != (record.segment, record.band)
-    record.segment, record.cluster, record.band = segment, cluster, band
+    changed = settled != current
+    record.segment, record.band = settled
+    record.cluster = cluster
     record.rfm, record.rules, record.version = proposal.rfm, proposal.rules, proposal.version
     record.propensity = -1.0 if math.isnan(proposal.propensity) else proposal.propensity
     if changed:
@@ -87,16 +99,18 @@ def settle(record: Record, proposal: Proposal, config: SegmentConfig) -> bool:
     return changed
 
 
-def _segment(record: Record, proposed: str, config: SegmentConfig, first: bool) -> str:
-    if proposed == record.segment or first:
-        record.candidate, record.seen = "", 0
-        return proposed
-    record.seen = record.seen + 1 if record.candidate == proposed else 1
-    record.candidate = proposed
-    if record.seen >= config.confirmations:
-        record.candidate, record.seen = "", 0
-        return proposed
-    return record.segment
+def _confirm(
+    record: Record, target: tuple[str, str], config: SegmentConfig, now_ms: int
+) -> tuple[str, str]:
+    key = "|".join(target)
+    if record.candidate == key:
+        record.seen += 1
+    else:
+        record.candidate, record.seen, record.candidate_since = key, 1, now_ms
+    if record.seen >= config.confirmations and now_ms - record.candidate_since >= config.dwell_ms:
+        record.candidate, record.seen, record.candidate_since = "", 0, 0
+        return target
+    return record.segment, record.band
 
 
 def _cluster(record: Record, proposal: Proposal, margin: float, first: bool) -> int:
@@ -109,6 +123,7 @@ def _cluster(record: Record, proposal: Proposal, margin: float, first: bool) -> 
 
 
 def _band(record: Record, propensity: float, config: SegmentConfig, first: bool) -> str:
+    """The proposed band; leaving the current one takes a score `band_margin` past the edge."""
     proposed = band_of(propensity, config.bands)
     if first or proposed == record.band or record.band in ("", NO_BAND) or proposed == NO_BAND:
         return proposed
@@ -129,7 +144,8 @@ def next_due(record: Record, last_seen: int, now_ms: int, config: SegmentConfig)
     if record.label_ts:
         times.append(record.label_ts + config.horizon_ms)
     if record.candidate:
-        times.append(now_ms + config.confirm_after_ms)
+        # Look again once the dwell is over, so a quiet user's change is confirmed too.
+        times.append(max(record.candidate_since + config.dwell_ms, now_ms + 1))
     return min(times, default=0)
 
 

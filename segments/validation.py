@@ -14,6 +14,7 @@ class LiveQuality:
         self.recall = metrics.Recall()
         self.f1 = metrics.F1()
         self.labels = 0
+        self.positives = 0
 
     def update(self, bought: bool, propensity: float) -> None:
         """One resolved snapshot; a snapshot taken before the classifier was ready (< 0) is not
@@ -26,6 +27,11 @@ class LiveQuality:
         for metric in (self.precision, self.recall, self.f1):
             metric.update(bought, predicted)
         self.labels += 1
+        self.positives += bought
+
+    def both_outcomes(self) -> bool:
+        """ROC AUC means something only once both outcomes were seen."""
+        return 0 < self.positives < self.labels
 
     def roc_auc(self) -> float:
         return float(self.auc.get())

@@ -22,14 +22,17 @@ from pathlib import Path
 import msgspec
 import orjson
 from confluent_kafka import Producer
+from pydantic import SecretStr
 
 from features import keys
 from features.events import Event, decode_event
 from features.store import FeatureStore
-from stream.features_handler import FeatureHandler, feature_store, redis_client
+from stream import metrics
+from stream.features_handler import feature_store, redis_client
 from stream.generate import generate
 from stream.handler import Batch, BatchHandler, NullHandler, Outcome
 from stream.loop import Loop, RunSummary
+from stream.pipeline import build_handler
 from stream.replay import Pacer, Pacing, Record, read_records, replay
 from stream.settings import Settings, producer_config
 from stream.stack import ensure_stack
@@ -150,9 +153,19 @@ def _fresh(settings: Settings) -> Settings:
     topics = settings.topics.model_copy(
         update={"events": f"{run}.events", "segments": f"{run}.segments", "dlq": f"{run}.dlq"}
     )
-    metrics = settings.metrics.model_copy(update={"port": 0})
+    ports = settings.metrics.model_copy(update={"port": 0})
+    segments = settings.segments
+    if segments.signing() is None:
+        # A throwaway key: the run's snapshots are read by this run only.
+        segments = segments.model_copy(update={"signing_key": SecretStr(uuid.uuid4().hex)})
     return settings.model_copy(
-        update={"kafka": kafka, "topics": topics, "metrics": metrics, "key_prefix": run}
+        update={
+            "kafka": kafka,
+            "topics": topics,
+            "metrics": ports,
+            "segments": segments,
+            "key_prefix": run,
+        }
     )
 
 
@@ -220,9 +233,7 @@ def _bench_loops(
             "key_prefix": settings.key_prefix + "-f",
         }
     )
-    handler = FeatureHandler(feature_store(full), None)
-    pipeline = Loop(full, handler).run(max_events=len(values))
-    return produced, _loop_figures(bare), _loop_figures(pipeline)
+    return produced, _loop_figures(bare), _run_pipeline(full, len(values))
 
 
 def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, object]:
@@ -230,8 +241,32 @@ def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, ob
     ensure_topics(settings)
     records = (Record(orjson.loads(v)["user_id"].encode(), v, None) for v in values)
     replay(records, Producer(producer_config(settings)), settings.topics.events, Pacing())
-    handler = FeatureHandler(feature_store(settings), None)
-    return _loop_figures(Loop(settings, handler).run(max_events=len(values)))
+    return _run_pipeline(settings, len(values))
+
+
+def _run_pipeline(settings: Settings, events: int) -> dict[str, object]:
+    """The service's whole step: features fenced in Redis, users scored, changes published,
+    timers set, the trainer learning, offsets committed."""
+    handler = build_handler(settings)
+    try:
+        summary = Loop(settings, handler).run(max_events=events)
+    finally:
+        handler.close()
+    return {
+        **_loop_figures(summary),
+        "model_version": handler.sync.params.version,
+        "segment_changes": _changes(),
+    }
+
+
+def _changes() -> float:
+    """Changes published so far in this process, from the metric (the stages run one by one)."""
+    return sum(
+        sample.value
+        for family in metrics.SEGMENT_CHANGES.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
 
 
 def _loop_figures(summary: RunSummary) -> dict[str, object]:
@@ -249,7 +284,8 @@ def _bench_latency(
 ) -> dict[str, object]:
     ensure_topics(settings)
     total = int(rate * (seconds + WARMUP_S))
-    probe = LatencyProbe(FeatureHandler(feature_store(settings), None))
+    handler = build_handler(settings)
+    probe = LatencyProbe(handler)
     loop = Loop(settings, probe)
     runner = threading.Thread(target=loop.run, kwargs={"max_events": total}, daemon=True)
     runner.start()
@@ -260,6 +296,7 @@ def _bench_latency(
     _send_stamped(settings, values, rate, total)
     runner.join(timeout=seconds + 60)
     loop.stop()
+    handler.close()
     found = sorted(probe.latencies_ms)
     result: dict[str, object] = {"offered_events_per_second": rate, "warmup_s": WARMUP_S}
     if not found:

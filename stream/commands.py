@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
@@ -11,6 +12,7 @@ from confluent_kafka import Producer
 
 from features.events import parse_timestamp
 from stream.cli import existing_file, print_json, stop_on_signals
+from stream.errors import ConfigError
 from stream.settings import Settings, producer_config
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -174,6 +176,54 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def register_evaluate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="segment quality against personas, propensity metrics, a report with plots",
+    )
+    p.add_argument("--events", type=Path, help="JSONL/CSV (gzip too); default: generate")
+    p.add_argument("--personas", type=Path, help="user_id,persona CSV of the events")
+    p.add_argument("--users", type=_positive_int, default=20_000,
+                   help="users to generate when --events is not given")  # fmt: skip
+    p.add_argument("--days", type=_positive_float, default=60.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--holdout", type=float, default=0.3,
+                   help="last share of event time held out for propensity metrics")  # fmt: skip
+    p.add_argument("--learn-rate", type=float, help="override SEGSTREAM_SEGMENTS__LEARN_RATE")
+    p.add_argument("--report", type=Path, default=Path(".evaluate/report"))
+    p.set_defaults(command=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.evaluate import EvaluateOptions, evaluate
+    from stream.generate import generate
+    from stream.progress import Progress
+    from stream.report import write_report
+
+    if (args.events is None) != (args.personas is None):
+        msg = "--events and --personas go together (give both, or neither to generate)"
+        raise ConfigError(msg)
+    if not 0.0 < args.holdout < 1.0:
+        msg = f"--holdout must be between 0 and 1, got {args.holdout}"
+        raise ConfigError(msg)
+    events, personas = args.events, args.personas
+    if events is None:
+        events, personas = args.report.parent / "events.jsonl", args.report.parent / "personas.csv"
+        progress = Progress("generate")
+        generate(args.users, args.days, args.seed, events, personas, progress=progress)
+        progress.close()
+    config = settings.segments.config()
+    if args.learn_rate is not None:
+        config = dataclasses.replace(config, learn_rate=args.learn_rate)
+    progress = Progress("evaluate")
+    evaluation = evaluate(events, personas, config, EvaluateOptions(holdout=args.holdout), progress)
+    progress.close()
+    path = write_report(args.report, evaluation)
+    print_json({**evaluation.as_dict(), "report": str(path)})
+    return 0
+
+
 def register_profile(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("profile", parents=[common], help="users' current profiles as JSON lines")
     p.add_argument("users", nargs="*", metavar="USER", help="user ids as sent in the events")
@@ -212,4 +262,5 @@ REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_forget,
     register_demo,
     register_bench,
+    register_evaluate,
 ]

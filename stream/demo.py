@@ -77,7 +77,9 @@ def _demo_settings(stack: Stack) -> Settings:
     if settings.segments.signing() is None:
         # A throwaway key: this run's model snapshots are read by this run only.
         key = SecretStr(uuid.uuid4().hex)
-        segments = settings.segments.model_copy(update={"signing_key": key, "warmup": 200})
+        # Short snapshots: the demo's service runs for seconds, not hours.
+        demo = {"signing_key": key, "warmup": 200, "snapshot_interval_s": 1.0}
+        segments = settings.segments.model_copy(update=demo)
         settings = settings.model_copy(update={"segments": segments})
     if stack.kafka_started:
         return settings.model_copy(update={"kafka": kafka})

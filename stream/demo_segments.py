@@ -68,12 +68,16 @@ def _quality(
     truth = [persona_of[u] for u in users]
     clusters = [records[u].cluster for u in users]
     live = handler.quality.as_dict()
-    return [
+    lines = [
         f"clusters vs personas: ARI {adjusted_rand_index(truth, clusters):.3f}, "
         f"NMI {normalized_mutual_info(truth, clusters):.3f} over {len(users):,} users",
-        f"propensity, live (scored before labelled): ROC AUC {live['roc_auc']:.3f}, "
-        f"log loss {live['log_loss']:.3f}, F1 {live['f1']:.3f} on {live['labels']:,} labels",
     ]
+    if handler.quality.both_outcomes():
+        lines.append(
+            f"propensity, live (scored before labelled): ROC AUC {live['roc_auc']:.3f}, "
+            f"log loss {live['log_loss']:.3f}, F1 {live['f1']:.3f} on {live['labels']:,} labels"
+        )
+    return lines
 
 
 def _report(settings: Settings, workdir: Path) -> list[str]:

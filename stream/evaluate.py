@@ -2,8 +2,8 @@
 propensity ranks future buyers, and how stable segments are, with a report.
 
 The events go through the service's own fold, timers, engine and trainer (`stream.offline`),
-without servers. The trainer stops learning at the hold-out split; propensity figures are
-computed on the snapshots taken after it, so the model never learned from what it is scored on.
+without servers. The classifier stops learning at the hold-out split; propensity figures are
+computed on the snapshots resolved after it, so it never learned from what it is scored on.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def evaluate(
     first, last = _time_range(events)
     split = int(last - (last - first) * options.holdout)
     offline = OfflineOptions(
-        partitions=options.partitions, batch_size=options.batch_size, learn_until_ms=split
+        partitions=options.partitions, batch_size=options.batch_size, labels_until_ms=split
     )
     pipeline = OfflinePipeline(Engine(config), offline)
     stream, _ = open_text(events)

@@ -24,7 +24,9 @@ class OfflineOptions:
     partitions: int = 6
     batch_size: int = 5_000
     snapshot_every: int = 50_000  # events between model versions
-    learn_until_ms: int | None = None  # the trainer stops learning at this event time
+    # The classifier stops learning labels at this event time (later ones are held out);
+    # the clusterer keeps learning, as it would in service.
+    labels_until_ms: int | None = None
 
 
 @dataclass
@@ -113,16 +115,15 @@ class OfflinePipeline:
                 heapq.heappush(self._timers[partition], (when, user))
 
     def _train(self, scored: Scored, now: int) -> None:
-        until = self.options.learn_until_ms
+        until = self.options.labels_until_ms
         for _, bought, propensity in scored.labels:
             if propensity >= 0:
                 self.run.resolutions.append(Resolution(now, propensity, bought))
-        if until is not None and now >= until:
-            return
         for inputs, frequency, monetary in scored.samples:
             self.model.learn(inputs, frequency, monetary)
-        for inputs, bought, _ in scored.labels:
-            self.model.learn_label(inputs, bought)
+        if until is None or now < until:
+            for inputs, bought, _ in scored.labels:
+                self.model.learn_label(inputs, bought)
         self._since_snapshot += len(scored.samples) + len(scored.labels)
         warm = self.model.segmenter.centers()
         if warm and (not self.params.clusters_ready or self._due_snapshot()):

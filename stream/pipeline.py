@@ -156,7 +156,7 @@ class SegmentHandler:
         metrics.USERS_SCORED.labels("event").inc(scored - timers)
         for _, _, change in round_.changes.values():
             metrics.SEGMENT_CHANGES.labels(change.previous or "(new)", change.current).inc()
-        if self.quality.labels:
+        if self.quality.both_outcomes():
             metrics.PROPENSITY_AUC.set(self.quality.roc_auc())
             metrics.PROPENSITY_LOG_LOSS.set(self.quality.mean_log_loss())
         metrics.TRAINER.set(int(self.sync.trainer))

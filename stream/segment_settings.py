@@ -37,7 +37,7 @@ class SegmentSettings(BaseModel):
     band_margin: float = Field(0.05, ge=0, lt=0.5)
     cluster_margin: float = Field(0.1, ge=0, lt=1)
     confirmations: int = Field(2, ge=1)
-    confirm_after_s: float = Field(3_600, gt=0)
+    dwell_s: float = Field(86_400, ge=0)
     # `name: condition` rules separated by `;`; the first that matches names the segment.
     rules: str = DEFAULT_RULES
     # Segment -> marketing actions (JSON object of lists); empty: the default playbook.
@@ -138,7 +138,7 @@ class SegmentSettings(BaseModel):
             band_margin=self.band_margin,
             cluster_margin=self.cluster_margin,
             confirmations=self.confirmations,
-            confirm_after_ms=int(self.confirm_after_s * 1000),
+            dwell_ms=int(self.dwell_s * 1000),
             rules=parse_rules(self.rules),
             playbook={k: tuple(v) for k, v in self.playbook.items()} or DEFAULT_PLAYBOOK,
         )

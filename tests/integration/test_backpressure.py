@@ -49,6 +49,9 @@ class RedisRecorder:
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
         return None
 
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        return None
+
 
 def events(n: int) -> list[tuple[bytes | None, bytes]]:
     return [
