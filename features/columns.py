@@ -1,15 +1,19 @@
-"""Numeric features straight from a state, for scoring many users per batch.
+"""Numeric features straight from states, as one matrix for scoring many users per batch.
 
 `compute_features` builds every feature of a user as a dict, which is what a profile shows;
-scoring needs a few dozen numbers per user thousands of times a second, so `Columns` compiles
-the wanted names once into getters and reads only the windows those names use. The values are
-the same as `compute_features` gives (tested), before any model transform.
+scoring needs a few dozen numbers for thousands of users a second. `Columns` reads a short row of
+raw state fields per user (and the sums of only the windows its names use), then derives every
+feature for the whole batch with numpy. The values equal `compute_features` (tested), up to the
+rounding a profile applies for display.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Final
+
+import numpy as np
+import numpy.typing as npt
 
 from features.definitions import (
     BUCKET_SLOTS,
@@ -26,8 +30,14 @@ from features.definitions import (
     catalog,
 )
 
-Getter = Callable[[UserState, int, list[list[float]]], float]
+Matrix = npt.NDArray[np.float64]
+Derive = Callable[[Matrix, npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 
+# Raw fields read per user, in this order, before any window sums.
+_N_TYPES: Final = len(TYPES)
+(_SPEND, _ORDERS, _SESSIONS, _RATING_SUM, _RATING_COUNT, _PRICE_SUM, _PRICE_COUNT, _CATEGORIES,
+ _LAST_PURCHASE, _LAST_SEEN) = range(_N_TYPES, _N_TYPES + 10)  # fmt: skip
+_BASE: Final = _N_TYPES + 10
 _VIEWS: Final = 0
 _CARTS: Final = 2
 
@@ -38,7 +48,7 @@ def numeric_names(windows: Sequence[Window] = DEFAULT_WINDOWS) -> tuple[str, ...
 
 
 class Columns:
-    """Reads the named features of states as rows of floats."""
+    """Reads the named features of many states at once."""
 
     def __init__(self, names: Sequence[str], windows: Sequence[Window] = DEFAULT_WINDOWS) -> None:
         known = set(numeric_names(windows))
@@ -49,26 +59,43 @@ class Columns:
         self.names = tuple(names)
         self._windows = tuple(windows)
         self._used = sorted({i for n in names if (i := _window_of(n, windows)) is not None})
-        self._getters = [_getter(n, windows) for n in names]
+        offsets = {w: _BASE + k * BUCKET_SLOTS for k, w in enumerate(self._used)}
+        self._derive = [_derivation(n, windows, offsets) for n in names]
+
+    def matrix(self, states: Sequence[UserState], now: Sequence[int]) -> Matrix:
+        """(len(states), len(names)) features, each state read as of its `now`."""
+        rows = [self._raw(s, t) for s, t in zip(states, now, strict=True)]
+        if not rows:
+            return np.zeros((0, len(self.names)))
+        base = np.array(rows, dtype=np.float64)
+        now_ms = np.asarray(now, dtype=np.float64)
+        return np.column_stack([derive(base, now_ms) for derive in self._derive])
 
     def row(self, state: UserState, now_ms: int) -> list[float]:
-        sums = self._window_sums(state, now_ms)
-        return [get(state, now_ms, sums) for get in self._getters]
+        values: list[float] = self.matrix([state], [now_ms])[0].tolist()
+        return values
 
-    def _window_sums(self, state: UserState, now_ms: int) -> list[list[float]]:
-        sums: list[list[float]] = [[] for _ in self._windows]
+    def _raw(self, s: UserState, now_ms: int) -> list[float]:
+        row = [
+            *s.counts, s.spend, s.orders, s.sessions, s.rating_sum, s.rating_count, s.price_sum,
+            s.price_count, len(s.categories), s.last_purchase, s.last_seen,
+        ]  # fmt: skip
         for i in self._used:
-            window = self._windows[i]
-            total = [0.0] * BUCKET_SLOTS
-            buckets = state.windows[i] if i < len(state.windows) else {}
-            newest = now_ms // window.bucket_ms
-            oldest = newest - window.buckets + 1
-            for index, bucket in buckets.items():
-                if oldest <= index <= newest:
-                    for slot, value in enumerate(bucket):
-                        total[slot] += value
-            sums[i] = total
-        return sums
+            row += _window_sums(s, self._windows[i], i, now_ms)
+        return row
+
+
+def _window_sums(state: UserState, window: Window, index: int, now_ms: int) -> list[float]:
+    total = [0.0] * BUCKET_SLOTS
+    if index >= len(state.windows):
+        return total
+    newest = now_ms // window.bucket_ms
+    oldest = newest - window.buckets + 1
+    for bucket_index, bucket in state.windows[index].items():
+        if oldest <= bucket_index <= newest:
+            for slot, value in enumerate(bucket):
+                total[slot] += value
+    return total
 
 
 def _window_of(name: str, windows: Sequence[Window]) -> int | None:
@@ -78,54 +105,49 @@ def _window_of(name: str, windows: Sequence[Window]) -> int | None:
     return None
 
 
-def _getter(name: str, windows: Sequence[Window]) -> Getter:
+def _derivation(name: str, windows: Sequence[Window], offsets: dict[int, int]) -> Derive:
     index = _window_of(name, windows)
-    if index is not None:
-        return _window_getter(name.removesuffix(f"_{windows[index].name}"), index)
-    return _LIFETIME[name]
-
-
-def _window_getter(base: str, index: int) -> Getter:
+    if index is None:
+        return _LIFETIME[name]
+    base = name.removesuffix(f"_{windows[index].name}")
+    start = offsets[index]
     if base == "events":
-        return lambda s, now, sums: sum(sums[index][: len(TYPES)])
+        return lambda b, now: b[:, start : start + _N_TYPES].sum(axis=1)
     slot = {"spend": SPEND, "orders": ORDERS} | {n: i for i, n in enumerate(TYPE_NAMES)}
-    at = slot[base]
-    if at == SPEND:
-        return lambda s, now, sums: round(sums[index][at], 2)
-    return lambda s, now, sums: sums[index][at]
+    column = start + slot[base]
+    return lambda b, now: b[:, column]
 
 
-def _days_since(ts: int, now_ms: int) -> float:
-    if not ts:
-        return RECENCY_CAP_DAYS
-    return round(min(RECENCY_CAP_DAYS, max(0.0, (now_ms - ts) / DAY_MS)), 4)
+def _ratio(top: npt.NDArray[np.float64], bottom: npt.NDArray[np.float64]) -> Matrix:
+    out = np.zeros_like(top)
+    np.divide(top, bottom, out=out, where=bottom != 0)
+    return out
 
 
-def _ratio(top: float, bottom: float, digits: int) -> float:
-    return round(top / bottom, digits) if bottom else 0.0
+def _days_since(ts: npt.NDArray[np.float64], now: npt.NDArray[np.float64]) -> Matrix:
+    days = np.clip((now - ts) / DAY_MS, 0.0, RECENCY_CAP_DAYS)
+    return np.where(ts == 0, RECENCY_CAP_DAYS, days)
 
 
-def _count(i: int) -> Getter:
-    return lambda s, now, sums: s.counts[i]
+def _column(i: int) -> Derive:
+    return lambda b, now: b[:, i]
 
 
-_LIFETIME: Final[dict[str, Getter]] = {
-    "events_total": lambda s, now, sums: sum(s.counts),
-    **{f"{n}_total": _count(i) for i, n in enumerate(TYPE_NAMES)},
-    "orders_total": lambda s, now, sums: s.orders,
-    "frequency": lambda s, now, sums: s.orders,
-    "sessions": lambda s, now, sums: s.sessions,
-    "review_count": lambda s, now, sums: s.rating_count,
-    "distinct_categories": lambda s, now, sums: len(s.categories),
-    "spend_total": lambda s, now, sums: round(s.spend, 2),
-    "monetary": lambda s, now, sums: round(s.spend, 2),
-    "avg_order_value": lambda s, now, sums: _ratio(s.spend, s.orders, 2),
-    "price_level": lambda s, now, sums: _ratio(s.price_sum, s.price_count, 2),
-    "view_to_cart": lambda s, now, sums: _ratio(s.counts[_CARTS], s.counts[_VIEWS], 4),
-    "cart_to_purchase": lambda s, now, sums: (
-        round(min(1.0, s.counts[PURCHASE] / s.counts[_CARTS]), 4) if s.counts[_CARTS] else 0.0
-    ),
-    "mean_rating": lambda s, now, sums: _ratio(s.rating_sum, s.rating_count, 3),
-    "recency_days": lambda s, now, sums: _days_since(s.last_purchase, now),
-    "days_since_last_seen": lambda s, now, sums: _days_since(s.last_seen, now),
+_LIFETIME: Final[dict[str, Derive]] = {
+    "events_total": lambda b, now: b[:, :_N_TYPES].sum(axis=1),
+    **{f"{n}_total": _column(i) for i, n in enumerate(TYPE_NAMES)},
+    "orders_total": _column(_ORDERS),
+    "frequency": _column(_ORDERS),
+    "sessions": _column(_SESSIONS),
+    "review_count": _column(_RATING_COUNT),
+    "distinct_categories": _column(_CATEGORIES),
+    "spend_total": _column(_SPEND),
+    "monetary": _column(_SPEND),
+    "avg_order_value": lambda b, now: _ratio(b[:, _SPEND], b[:, _ORDERS]),
+    "price_level": lambda b, now: _ratio(b[:, _PRICE_SUM], b[:, _PRICE_COUNT]),
+    "view_to_cart": lambda b, now: _ratio(b[:, _CARTS], b[:, _VIEWS]),
+    "cart_to_purchase": lambda b, now: np.minimum(1.0, _ratio(b[:, PURCHASE], b[:, _CARTS])),
+    "mean_rating": lambda b, now: _ratio(b[:, _RATING_SUM], b[:, _RATING_COUNT]),
+    "recency_days": lambda b, now: _days_since(b[:, _LAST_PURCHASE], now),
+    "days_since_last_seen": lambda b, now: _days_since(b[:, _LAST_SEEN], now),
 }

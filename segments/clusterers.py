@@ -9,6 +9,7 @@ river seeds its centres at random and, on these features, left most of them empt
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ class RiverSegmenter:
 
     def __init__(self, config: SegmentConfig) -> None:
         self._name = config.clusterer
+        self._names = config.features
         self._k = config.k
         self._warmup = config.warmup
         self._rng = np.random.default_rng(config.seed)
@@ -46,6 +48,9 @@ class RiverSegmenter:
         self._probe: Vector | None = None
 
     def learn_one(self, x: Vector) -> None:
+        # A missing input is the mean (0 once standardized); some clusterers fail on a key
+        # that appears only later.
+        x = {n: x.get(n, 0.0) for n in self._names}
         if self._seeded:
             self._model.learn_one(x)
             return
@@ -58,12 +63,17 @@ class RiverSegmenter:
     def centers(self) -> dict[int, Vector]:
         if not self._seeded:
             return {}
+        model = self._model
         if self._name in ("clustream", "denstream") and self._probe is not None:
-            # Both build their macro clusters lazily, on the first prediction after learning.
+            # Both build their macro clusters lazily, on a prediction; on a copy, so asking
+            # for centres never changes what the model learns next.
+            model = copy.deepcopy(model)
             with contextlib.suppress(Exception):
-                self._model.predict_one(self._probe)
-        centers: dict[int, Any] = getattr(self._model, "centers", {}) or {}
-        return {int(i): {str(f): float(v) for f, v in c.items()} for i, c in centers.items()}
+                model.predict_one(self._probe)
+        centers: dict[int, Any] = getattr(model, "centers", {}) or {}
+        found = {int(i): {str(f): float(v) for f, v in c.items()} for i, c in centers.items()}
+        # STREAMKMeans lists its centres empty until its first chunk is clustered.
+        return {} if any(not c for c in found.values()) else found
 
     def _seed(self, samples: list[Vector]) -> None:
         self._probe = samples[-1]
@@ -71,7 +81,7 @@ class RiverSegmenter:
             for x in samples:
                 self._model.learn_one(x)
             return
-        names = sorted({f for x in samples for f in x})
+        names = self._names
         data = np.array([[x.get(f, 0.0) for f in names] for x in samples])
         seeded = _kmeans(data, self._k, self._rng)
         for i, row in enumerate(seeded):
@@ -88,7 +98,8 @@ def _make(config: SegmentConfig) -> Any:
         return cluster.CluStream(n_macro_clusters=k, max_micro_clusters=k * 10, seed=seed)
     if config.clusterer == "dbstream":
         return cluster.DBSTREAM(clustering_threshold=1.5, fading_factor=0.001)
-    return cluster.DenStream(n_samples_init=config.warmup, epsilon=1.0, mu=2.0, beta=0.5)
+    # river requires mu * beta > 1; epsilon is a radius in standardized units.
+    return cluster.DenStream(n_samples_init=config.warmup, epsilon=3.0, mu=4.0, beta=0.75)
 
 
 def _kmeans(

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -24,7 +23,7 @@ from segments.policy import Proposal, Record, assignment, dump, load, next_due, 
 from segments.rules import RuleSet
 from segments.scoring import Params, Scores, score
 
-SAMPLE_BUCKETS: Final = 10_000
+SAMPLE_BUCKETS: Final = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +75,13 @@ class Engine:
         """Decide for every user; each state's `segment` record is updated in place."""
         if not users:
             return Scored()
-        raw = np.array([self.columns.row(s, t) for s, t in zip(states, now, strict=True)])
+        raw = self.columns.matrix(states, now)
         inputs = self.inputs(raw)
         scores = score(params, inputs, raw[:, self._rfm], self.config.recency_days)
-        matched = self._matching_rules(raw)
+        view = _View(params, scores, self._matching_rules(raw), inputs, raw)
         out = Scored()
         for i, (user, state) in enumerate(zip(users, states, strict=True)):
-            self._decide(params, user, state, now[i], timer[i], i, scores, matched[i], inputs, out)
-            self._sample(user, now[i], inputs[i], raw[i], out)
+            self._decide(view, i, user, state, now[i], timer[i], out)
         return out
 
     def inputs(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -103,52 +101,28 @@ class Engine:
         return [[names[j] for j in np.flatnonzero(row)] for row in hits]
 
     def _decide(  # noqa: PLR0917 - one call per user on the hot path
-        self,
-        params: Params,
-        user: str,
-        state: UserState,
-        now: int,
-        timer: bool,
-        i: int,
-        scores: Scores,
-        rules: list[str],
-        inputs: npt.NDArray[np.float64],
-        out: Scored,
+        self, view: _View, i: int, user: str, state: UserState, now: int, timer: bool, out: Scored
     ) -> None:
         record = load(state.segment)
-        before = msgspec.structs.replace(record)
+        before_seq = record.seq
         self._resolve_label(record, state, now, out)
-        changed = settle(record, self._proposal(params, record, i, scores, rules), self.config, now)
-        if not record.label_ts and self._sampled(user, now, self._label_cut, b"label"):
-            self._snapshot(record, now, inputs[i], float(scores.propensity[i]))
+        changed = settle(record, view.proposal(i, record.cluster), self.config, now)
+        # One hash of user and time decides both samples (its low and high 16 bits), so a
+        # replay samples the same users.
+        draw = zlib.crc32(b"%d" % now, zlib.crc32(user.encode()))
+        if not record.label_ts and draw >> 16 < self._label_cut:
+            self._snapshot(record, now, view.inputs[i], view.propensity[i])
+        if draw & 0xFFFF < self._learn_cut:
+            rfm = view.raw[i, self._rfm]
+            out.samples.append((view.inputs[i].tolist(), float(rfm[1]), float(rfm[2])))
         record.due = next_due(record, state.last_seen, now, self.config)
         if changed:
             record.since = now
-            reason = "first_seen" if before.seq == 0 else ("timer" if timer else "activity")
-            out.changes.append(self._change(params, user, before, record, now, reason, state))
+            reason = "first_seen" if before_seq == 0 else ("timer" if timer else "activity")
+            before = load(state.segment)
+            out.changes.append(self._change(view, i, user, before, record, now, reason))
         state.segment = dump(record)
         out.due[user] = record.due
-
-    def _proposal(
-        self, params: Params, record: Record, i: int, scores: Scores, rules: list[str]
-    ) -> Proposal:
-        row = int(scores.nearest[i])
-        cluster, distance, current = -1, math.inf, math.inf
-        if row >= 0:
-            cluster = int(params.cluster_ids[row])
-            distance = float(scores.distances[i, row])
-            rows = np.flatnonzero(params.cluster_ids == record.cluster)
-            current = float(scores.distances[i, rows[0]]) if len(rows) else math.inf
-        return Proposal(
-            segment=rules[0] if rules else scores.rfm[i],
-            cluster=cluster,
-            cluster_distance=distance,
-            current_distance=current,
-            rfm=scores.rfm[i],
-            propensity=float(scores.propensity[i]),
-            rules=rules,
-            version=params.version,
-        )
 
     def _resolve_label(self, record: Record, state: UserState, now: int, out: Scored) -> None:
         if not record.label_ts:
@@ -174,35 +148,18 @@ class Engine:
         record.label_x = inputs.astype(np.float32).tobytes()
         record.label_version = record.version
 
-    def _sample(
-        self,
-        user: str,
-        now: int,
-        inputs: npt.NDArray[np.float64],
-        raw: npt.NDArray[np.float64],
-        out: Scored,
-    ) -> None:
-        if self._sampled(user, now, self._learn_cut, b"learn"):
-            rfm = raw[self._rfm]
-            out.samples.append((inputs.tolist(), float(rfm[1]), float(rfm[2])))
-
-    @staticmethod
-    def _sampled(user: str, now: int, cut: int, salt: bytes) -> bool:
-        # A hash, not a random draw: a replay of the same history samples the same users.
-        return zlib.crc32(b"%s:%d:%s" % (salt, now, user.encode())) % SAMPLE_BUCKETS < cut
-
     def _change(  # noqa: PLR0917
         self,
-        params: Params,
+        view: _View,
+        i: int,
         user: str,
         before: Record,
         after: Record,
         now: int,
         reason: str,
-        state: UserState,
     ) -> Change:
+        params = view.params
         previous = assignment(before, params.label_of(before.cluster)) if before.seq else None
-        row = self.columns.row(state, now)
         change_id = f"{user}:{after.seq}"
         payload = {
             "change_id": change_id,
@@ -213,7 +170,50 @@ class Engine:
             "model_version": params.version,
             "event_time": datetime.fromtimestamp(now / 1000, UTC).isoformat(),
             "event_time_ms": now,
-            "features": dict(zip(self.columns.names, row, strict=True)),
+            "features": dict(zip(self.columns.names, view.raw[i].tolist(), strict=True)),
             "actions": list(self.config.playbook.get(after.segment, ())),
         }
         return Change(user, change_id, now, before.segment or None, after.segment, payload)
+
+
+class _View:
+    """One batch's scores as plain lists (indexing numpy per user is slow on the hot path)."""
+
+    def __init__(
+        self,
+        params: Params,
+        scores: Scores,
+        rules: list[list[str]],
+        inputs: npt.NDArray[np.float64],
+        raw: npt.NDArray[np.float64],
+    ) -> None:
+        self.params = params
+        self.nearest: list[int] = scores.nearest.tolist()
+        self.distances: list[list[float]] = scores.distances.tolist()
+        self.propensity: list[float] = scores.propensity.tolist()
+        self.rfm = scores.rfm
+        self.rules = rules
+        self.inputs = inputs
+        self.raw = raw
+        self._ids: list[int] = params.cluster_ids.tolist()
+        self._row_of = {cluster: row for row, cluster in enumerate(self._ids)}
+
+    def proposal(self, i: int, current_cluster: int) -> Proposal:
+        row = self.nearest[i]
+        cluster, distance, current = -1, math.inf, math.inf
+        if row >= 0:
+            distances = self.distances[i]
+            cluster, distance = self._ids[row], distances[row]
+            current_row = self._row_of.get(current_cluster)
+            current = distances[current_row] if current_row is not None else math.inf
+        rules = self.rules[i]
+        return Proposal(
+            segment=rules[0] if rules else self.rfm[i],
+            cluster=cluster,
+            cluster_distance=distance,
+            current_distance=current,
+            rfm=self.rfm[i],
+            propensity=self.propensity[i],
+            rules=rules,
+            version=self.params.version,
+        )

@@ -45,6 +45,8 @@ class Model:
         # Stable cluster id by the clusterer's own id, and the centres last published.
         self.stable: dict[int, int] = {}
         self.published: dict[int, npt.NDArray[np.float64]] = {}
+        # Every stable id ever given: a cluster that vanished does not lend its id to a new one.
+        self.issued: set[int] = set()
 
     def learn(self, inputs: Sequence[float], frequency: float, monetary: float) -> None:
         """One sampled user: model inputs (transformed, unscaled) and their RFM values."""
@@ -106,11 +108,12 @@ class Model:
             old = np.array([self.published[s] for s in previous])
             rows, cols = linear_sum_assignment(squared_distances(centers, old))
             self.stable = {own[r]: previous[c] for r, c in zip(rows, cols, strict=True)}
-        taken = set(self.stable.values())
-        fresh = (s for s in range(len(own) + len(previous) + 1) if s not in taken)
+        self.issued.update(self.stable.values())
+        fresh = (s for s in range(len(self.issued) + len(own) + 1) if s not in self.issued)
         for i in own:
             if i not in self.stable:
                 self.stable[i] = next(fresh)
+                self.issued.add(self.stable[i])
 
     def _linear(self) -> bool:
         return isinstance(self.classifier, linear_model.LogisticRegression)

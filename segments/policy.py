@@ -31,12 +31,13 @@ class Record(msgspec.Struct, array_like=True, gc=False):
     since: int = 0  # event time of the last change
     candidate: str = ""  # "segment|band" proposed but not yet confirmed
     seen: int = 0  # consecutive scorings that proposed the candidate
-    candidate_since: int = 0  # event time it was first proposed
     due: int = 0  # event time of the next timer, 0 for none
     label_ts: int = 0  # pending propensity snapshot (0: none)
     label_p: float = 0.0
     label_x: bytes = b""  # float32 model inputs at the snapshot
     label_version: int = 0
+    # Fields are encoded by position: new ones go last, so stored records still load.
+    candidate_since: int = 0  # event time the candidate was first proposed
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -128,13 +129,14 @@ def _band(record: Record, propensity: float, config: SegmentConfig, first: bool)
     if first or proposed == record.band or record.band in ("", NO_BAND) or proposed == NO_BAND:
         return proposed
     rank = BANDS.index
-    # Cross a band edge only by `band_margin`, so a score hovering on an edge does not flap.
-    nudged = (
-        propensity - config.band_margin
-        if rank(proposed) > rank(record.band)
-        else (propensity + config.band_margin)
+    # Leave a band only `band_margin` past its edge (so a score hovering on the edge does not
+    # flap), landing in whatever band the score reaches after that margin.
+    up = rank(proposed) > rank(record.band)
+    nudged = band_of(
+        propensity - config.band_margin if up else propensity + config.band_margin, config.bands
     )
-    return proposed if band_of(nudged, config.bands) == proposed else record.band
+    moved = rank(nudged) > rank(record.band) if up else rank(nudged) < rank(record.band)
+    return nudged if moved else record.band
 
 
 def next_due(record: Record, last_seen: int, now_ms: int, config: SegmentConfig) -> int:
