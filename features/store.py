@@ -59,6 +59,8 @@ end
 return 1
 """
 MAX_CONFLICT_ROUNDS: Final = 5
+# Users folded (and shown to the batch's `on_folded`) before their writes are sent.
+FOLD_SLICE: Final = 1_000
 _WRITE_ARGS: Final = b"%b" + b"$%d\r\n%b\r\n" * 5
 
 # Sees the batch's folded states (user -> state) before they are written.
@@ -206,12 +208,10 @@ class FeatureStore:
         result = Applied()
         pending = list(batch.by_user)
         for _ in range(MAX_CONFLICT_ROUNDS):
-            current = self._states_of(pending, result, batch.by_user)
-            folded = self._fold(batch, current, result)
-            if on_folded is not None:
-                on_folded({user: cached.state for user, (cached, _) in folded.items()})
-            calls = (self._write_call(user, cached) for user, (cached, _) in folded.items())
-            replies = self._raw(resp.chunked(calls), len(folded))
+            current = self._writable(self._states_of(pending, result, batch.by_user), batch, result)
+            folded: dict[str, tuple[Cached, list[int]]] = {}
+            calls = self._fold_and_pack(batch, current, folded, on_folded)
+            replies = self._raw(resp.chunked(calls), len(current))
             pending = self._settle(folded, replies, batch.by_user, result)
             if not pending:
                 self._trim_cache()
@@ -219,29 +219,45 @@ class FeatureStore:
         msg = f"{len(pending)} users kept changing under us after {MAX_CONFLICT_ROUNDS} rounds"
         raise ConflictError(msg)
 
-    def _fold(
-        self, batch: _Batch, current: dict[str, Cached], result: Applied
-    ) -> dict[str, tuple[Cached, list[int]]]:
-        """Fold each user's events in place; every path that does not persist a state drops
-        it from the cache. A user without events and without a stored state is not created."""
+    @staticmethod
+    def _writable(current: dict[str, Cached], batch: _Batch, result: Applied) -> dict[str, Cached]:
+        """A user without events and without a stored state is not created."""
+        missing = [u for u, c in current.items() if not c.version and not batch.by_user[u]]
+        result.missing.extend(missing)
+        for user in missing:
+            del current[user]
+        return current
+
+    def _fold_and_pack(
+        self,
+        batch: _Batch,
+        current: dict[str, Cached],
+        folded: dict[str, tuple[Cached, list[int]]],
+        on_folded: OnFolded | None,
+    ) -> Iterator[bytes]:
+        """Fold users a slice at a time, show each slice to `on_folded`, and yield its writes;
+        lazy, so Redis runs the first writes while later users are folded and scored. Folds in
+        place: every path that does not persist a state drops it from the cache."""
         events, partitions, offsets, befores = (
             batch.events, batch.partitions, batch.offsets, batch.befores,
         )  # fmt: skip
         rules, marks = self.rules, self._watermarks
-        folded: dict[str, tuple[Cached, list[int]]] = {}
-        for user, cached in current.items():
-            indexes = batch.by_user[user]
-            if not indexes and not cached.version:
-                result.missing.append(user)
-                continue
-            state = cached.state
-            outcomes = [
-                decide(state, events[i], partitions[i], offsets[i], befores[i], rules)
-                for i in indexes
-            ]
-            prune(state, marks.get(state.partition, 0), rules)
-            folded[user] = (cached, outcomes)
-        return folded
+        users = list(current)
+        for start in range(0, len(users), FOLD_SLICE):
+            part = users[start : start + FOLD_SLICE]
+            for user in part:
+                cached = current[user]
+                state = cached.state
+                outcomes = [
+                    decide(state, events[i], partitions[i], offsets[i], befores[i], rules)
+                    for i in batch.by_user[user]
+                ]
+                prune(state, marks.get(state.partition, 0), rules)
+                folded[user] = (cached, outcomes)
+            if on_folded is not None:
+                on_folded({user: current[user].state for user in part})
+            for user in part:
+                yield self._write_call(user, current[user])
 
     def _states_of(
         self, users: list[str], result: Applied, by_user: dict[str, list[int]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Final
 
 from segments.rules import Rule
@@ -71,6 +72,10 @@ class SegmentConfig:
     dwell_ms: int = DAY_MS
     rules: tuple[Rule, ...] = ()
     playbook: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: DEFAULT_PLAYBOOK)
+
+    @cached_property
+    def recency_ms(self) -> tuple[int, ...]:
+        return tuple(int(days * DAY_MS) for days in self.recency_days)
 
     def __post_init__(self) -> None:
         checks = [

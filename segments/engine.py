@@ -159,13 +159,14 @@ class Engine:
         reason: str,
     ) -> Change:
         params = view.params
-        previous = assignment(before, params.label_of(before.cluster)) if before.seq else None
+        label = view.labels.get
+        previous = assignment(before, label(before.cluster, "")) if before.seq else None
         change_id = f"{user}:{after.seq}"
         payload = {
             "change_id": change_id,
             "user_id": user,
             "previous": previous,
-            "current": assignment(after, params.label_of(after.cluster)),
+            "current": assignment(after, label(after.cluster, "")),
             "reason": reason,
             "model_version": params.version,
             "event_time": datetime.fromtimestamp(now / 1000, UTC).isoformat(),
@@ -197,6 +198,7 @@ class _View:
         self.raw = raw
         self._ids: list[int] = params.cluster_ids.tolist()
         self._row_of = {cluster: row for row, cluster in enumerate(self._ids)}
+        self.labels = dict(zip(self._ids, params.cluster_labels, strict=True))
 
     def proposal(self, i: int, current_cluster: int) -> Proposal:
         row = self.nearest[i]

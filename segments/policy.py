@@ -8,12 +8,11 @@ decision is never stored without the features it was made on. A change gets the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from segments.config import DAY_MS, SegmentConfig
+from segments.config import SegmentConfig
 
 BANDS: Final = ("low", "medium", "high")
 NO_BAND: Final = "unknown"
@@ -52,9 +51,9 @@ def dump(record: Record) -> bytes:
     return _encode(record)
 
 
-@dataclass(frozen=True, slots=True)
-class Proposal:
-    """What scoring says about one user now, before hysteresis."""
+class Proposal(NamedTuple):
+    """What scoring says about one user now, before hysteresis (a tuple: one per user per
+    batch, so it must be cheap to make)."""
 
     segment: str
     cluster: int  # nearest centre's stable id (-1 without clusters)
@@ -141,8 +140,13 @@ def _band(record: Record, propensity: float, config: SegmentConfig, first: bool)
 
 def next_due(record: Record, last_seen: int, now_ms: int, config: SegmentConfig) -> int:
     """The next event time this user must be re-scored without an event of their own."""
-    times = [last_seen + int(days * DAY_MS) for days in config.recency_days if last_seen]
-    times = [t for t in times if t > now_ms]
+    times = []
+    if last_seen:
+        # The first recency threshold still ahead (the thresholds increase).
+        for after_ms in config.recency_ms:
+            if last_seen + after_ms > now_ms:
+                times.append(last_seen + after_ms)
+                break
     if record.label_ts:
         times.append(record.label_ts + config.horizon_ms)
     if record.candidate:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaException
 
+from segments.errors import SegmentsError
 from stream.errors import ConfigError, SegstreamError
 from stream.settings import Settings, load_settings
 
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"segstream: {exc}", file=sys.stderr)
         return 2
-    except (SegstreamError, KafkaException, ValueError, OSError) as exc:
+    except (SegstreamError, SegmentsError, KafkaException, ValueError, OSError) as exc:
         print(f"segstream {args.command_name}: {exc}", file=sys.stderr)
         return 1
 

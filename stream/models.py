@@ -151,7 +151,11 @@ class ModelSync:
         self._next_refresh = now + self._refresh_s
         holds = self._store.hold_lease(self.owner, self._lease_ms)
         if holds and self._model is None:
-            self._model = self._resume()
+            try:
+                self._model = self._resume()
+            except BaseException:
+                self._store.release(self.owner)  # let another instance try at once
+                raise
             logger.info("holding the trainer lease from model v%d", self._model.version)
         elif not holds and self._model is not None:
             logger.info("lost the trainer lease")

@@ -1,9 +1,10 @@
 """Segment changes kept in Redis until the offsets of the batch that decided them are committed.
 
-A change is added to its partition's outbox before the user's state (which already says the
-new segment) is written, so a crash between the Redis write and the publish cannot lose it:
-the next owner of the partition publishes again whatever the outbox holds at or after the
-committed offset, with the same `change_id`. Entries below a committed offset are dropped.
+A batch's changes are added to their partition's outbox (one entry per partition: the changes'
+JSON, one per line) before the users' states (which already say the new segments) are written,
+so a crash between the Redis write and the publish cannot lose them: the next owner of the
+partition publishes again whatever the outbox holds at or after the committed offset, with the
+same `change_id`s. Entries below a committed offset are dropped.
 """
 
 from __future__ import annotations
@@ -25,28 +26,28 @@ class Outbox:
         self._redis = client
         self._prefix = prefix
 
-    def add(self, entries: Iterable[tuple[int, int, bytes]]) -> None:
-        """(partition, offset, change JSON) per change, in one round trip."""
-        by_partition: dict[int, dict[bytes, int]] = {}
-        for partition, offset, value in entries:
-            by_partition.setdefault(partition, {})[value] = offset
-        if not by_partition:
-            return
+    def add(self, entries: Mapping[int, tuple[int, list[bytes]]]) -> list[tuple[int, bytes]]:
+        """partition -> (offset, changes) in one round trip; returns the entries written."""
+        written = [(p, b"\n".join(values)) for p, (_, values) in entries.items() if values]
+        if not written:
+            return []
         pipe = self._redis.pipeline(transaction=False)
-        for partition, mapping in by_partition.items():
-            pipe.zadd(keys.outbox(self._prefix, partition), mapping)
+        for partition, blob in written:
+            offset = entries[partition][0]
+            pipe.zadd(keys.outbox(self._prefix, partition), {blob: offset})
         self._execute(pipe)
+        return written
 
-    def remove(self, entries: Iterable[tuple[int, bytes]]) -> None:
+    def remove(self, written: Iterable[tuple[int, bytes]]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         count = 0
-        for partition, value in entries:
-            pipe.zrem(keys.outbox(self._prefix, partition), value)
+        for partition, blob in written:
+            pipe.zrem(keys.outbox(self._prefix, partition), blob)
             count += 1
         if count:
             self._execute(pipe)
 
-    def unpublished(self, first_offsets: Mapping[int, int]) -> list[tuple[int, bytes]]:
+    def unpublished(self, first_offsets: Mapping[int, int]) -> list[bytes]:
         """Changes decided at or after each partition's first offset read since it was
         assigned (that offset was the committed one); older entries are dropped."""
         partitions = list(first_offsets)
@@ -56,11 +57,7 @@ class Outbox:
             pipe.zremrangebyscore(key, "-inf", f"({first_offsets[partition]}")
             pipe.zrangebyscore(key, first_offsets[partition], "+inf")
         replies = self._execute(pipe)
-        return [
-            (partition, value)
-            for partition, values in zip(partitions, replies[1::2], strict=True)
-            for value in values
-        ]
+        return [value for blobs in replies[1::2] for blob in blobs for value in blob.split(b"\n")]
 
     def committed(self, next_offsets: Mapping[int, int]) -> None:
         """Drop what the committed offsets cover; a failure only delays the cleanup."""

@@ -13,7 +13,8 @@ Order within a batch, and why:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -51,6 +52,7 @@ class _Round:
     last_offsets: dict[int, int]
     scored: dict[str, tuple[int, int]] = field(default_factory=dict)  # user -> partition, due
     changes: dict[str, tuple[int, bytes, Change]] = field(default_factory=dict)
+    outbox: list[tuple[int, bytes]] = field(default_factory=list)  # entries written so far
     samples: Scored = field(default_factory=Scored)
 
 
@@ -100,6 +102,7 @@ class SegmentHandler:
                 on_folded=lambda states: self._decide(states, round_),
             )
         self.last = applied
+        self._recovering -= set(batch.partitions)
         self._after(applied, round_)
         messages = [self._message(change, value) for _, value, change in round_.changes.values()]
         rejections = [late_rejection(i, events[i], self.store.rules) for i in applied.late]
@@ -120,24 +123,30 @@ class SegmentHandler:
         now = [self.store.watermark(s.partition) for s in folded]
         timer = [u in round_.due for u in users]
         scored = self.engine.score(self.sync.params, users, folded, now, timer)
-        self._forget_previous(users, round_)
         emitted_at = time.time()
-        entries = []
+        # A user scored again after a refused write: its earlier change never happened.
+        redone = [u for u in users if round_.changes.pop(u, None) is not None]
+        fresh: dict[str, tuple[int, bytes, Change]] = {}
         for change in scored.changes:
             partition = states[change.user_id].partition
             value = orjson.dumps({**change.payload, "emitted_at": emitted_at})
-            round_.changes[change.user_id] = (partition, value, change)
-            entries.append((partition, round_.last_offsets.get(partition, 0), value))
-        self._outbox.add(entries)
+            fresh[change.user_id] = (partition, value, change)
+        round_.changes.update(fresh)
+        if redone:
+            self._rewrite_outbox(round_)
+        else:
+            round_.outbox += self._outbox.add(_entries(fresh.values(), round_.last_offsets))
         for user, state in states.items():
             round_.scored[user] = (state.partition, scored.due.get(user, 0))
         round_.samples.samples.extend(scored.samples)
         round_.samples.labels.extend(scored.labels)
 
-    def _forget_previous(self, users: list[str], round_: _Round) -> None:
-        """A user scored again after a refused write: its earlier change never happened."""
-        stale = [(p, v) for u in users if (c := round_.changes.pop(u, None)) for p, v, _ in [c]]
-        self._outbox.remove(stale)
+    def _rewrite_outbox(self, round_: _Round) -> None:
+        """Put every change decided so far in this batch into the outbox, then drop what was
+        written before (a refused write made some of it untrue)."""
+        earlier = round_.outbox
+        round_.outbox = self._outbox.add(_entries(round_.changes.values(), round_.last_offsets))
+        self._outbox.remove(earlier)
 
     def _after(self, applied: Applied, round_: _Round) -> None:
         scored = {u: v for u, v in round_.scored.items() if u in applied.states}
@@ -154,8 +163,9 @@ class SegmentHandler:
         timers = len([u for u in round_.scored if u in round_.due])
         metrics.USERS_SCORED.labels("timer").inc(timers)
         metrics.USERS_SCORED.labels("event").inc(scored - timers)
-        for _, _, change in round_.changes.values():
-            metrics.SEGMENT_CHANGES.labels(change.previous or "(new)", change.current).inc()
+        moves = Counter((c.previous or "(new)", c.current) for _, _, c in round_.changes.values())
+        for (before, after), count in moves.items():
+            metrics.SEGMENT_CHANGES.labels(before, after).inc(count)
         if self.quality.both_outcomes():
             metrics.PROPENSITY_AUC.set(self.quality.roc_auc())
             metrics.PROPENSITY_LOG_LOSS.set(self.quality.mean_log_loss())
@@ -176,10 +186,9 @@ class SegmentHandler:
         if not firsts:
             return []
         values = self._outbox.unpublished(firsts)
-        self._recovering -= firsts.keys()
         metrics.CHANGES_REPUBLISHED.inc(len(values))
         return [
-            OutMessage(self._topic, str(orjson.loads(v)["user_id"]).encode(), v) for _, v in values
+            OutMessage(self._topic, str(orjson.loads(v)["user_id"]).encode(), v) for v in values
         ]
 
     def partitions_assigned(self, partitions: Sequence[int]) -> None:
@@ -195,6 +204,16 @@ class SegmentHandler:
 
     def close(self) -> None:
         self.sync.close()
+
+
+def _entries(
+    changes: Iterable[tuple[int, bytes, Change]], last_offsets: dict[int, int]
+) -> dict[int, tuple[int, list[bytes]]]:
+    """Outbox entries by partition, each at the last offset of its partition in the batch."""
+    entries: dict[int, tuple[int, list[bytes]]] = {}
+    for partition, value, _ in changes:
+        entries.setdefault(partition, (last_offsets.get(partition, 0), []))[1].append(value)
+    return entries
 
 
 def _last_offsets(batch: Batch) -> dict[int, int]:

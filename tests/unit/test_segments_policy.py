@@ -64,7 +64,7 @@ def settled(
     record = Record()
     changes = []
     for step in steps:
-        p, now = step if isinstance(step, tuple) else (step, L)
+        p, now = (step, L) if isinstance(step, Proposal) else step
         changes.append(settle(record, p, config, now))
     return record, changes
 
