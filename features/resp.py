@@ -7,7 +7,7 @@ costs a few µs per call. Only for a plain `redis.Redis` client (not Redis Clust
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -28,8 +28,11 @@ def evalsha_prefix(sha: str, nkeys: int, nargs: int) -> bytes:
     return head + bulk(b"EVALSHA") + bulk(sha.encode()) + bulk(b"%d" % nkeys)
 
 
-def execute(client: redis.Redis, chunks: Iterable[bytes], replies: int) -> list[Any]:
-    """Send pipelined commands chunk by chunk and read `replies` replies.
+def execute(
+    client: redis.Redis, chunks: Iterable[bytes], replies: int | Callable[[], int]
+) -> list[Any]:
+    """Send pipelined commands chunk by chunk and read `replies` replies (a callable is asked
+    once everything is sent, for commands generated on the way).
 
     Each chunk is sent as soon as it is packed, so Redis runs the first calls while the next
     chunk is being built. An error reply is returned in place as its `ResponseError`, so one
@@ -41,7 +44,7 @@ def execute(client: redis.Redis, chunks: Iterable[bytes], replies: int) -> list[
         for chunk in chunks:
             connection.send_packed_command([chunk], check_health=False)  # type: ignore[no-untyped-call]
         results: list[Any] = []
-        for _ in range(replies):
+        for _ in range(replies if isinstance(replies, int) else replies()):
             try:
                 results.append(connection.read_response())
             except redis.ResponseError as exc:

@@ -63,8 +63,9 @@ MAX_CONFLICT_ROUNDS: Final = 5
 FOLD_SLICE: Final = 1_000
 _WRITE_ARGS: Final = b"%b" + b"$%d\r\n%b\r\n" * 5
 
-# Sees the batch's folded states (user -> state) before they are written.
-OnFolded = Callable[[dict[str, UserState]], None]
+# Sees a slice of the batch's folded states (user -> state) before they are written, and returns
+# packed commands to run in the same round trip: before the slice's writes and after them.
+OnFolded = Callable[[dict[str, UserState]], tuple[list[bytes], list[bytes]]]
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(UserState).decode
@@ -172,7 +173,6 @@ class FeatureStore:
         try:
             batch = _Batch(events, partitions, offsets, befores, by_user)
             result = self._apply_users(batch, on_folded)
-            self._store_watermarks(set(partitions))
         except BaseException:
             self._watermarks = saved_watermarks
             for user in by_user:
@@ -210,9 +210,12 @@ class FeatureStore:
         for _ in range(MAX_CONFLICT_ROUNDS):
             current = self._writable(self._states_of(pending, result, batch.by_user), batch, result)
             folded: dict[str, tuple[Cached, list[int]]] = {}
-            calls = self._fold_and_pack(batch, current, folded, on_folded)
-            replies = self._raw(resp.chunked(calls), len(current))
-            pending = self._settle(folded, replies, batch.by_user, result)
+            writes: list[int] = []  # positions of the compare-and-set replies
+            calls = self._fold_and_pack(batch, current, folded, on_folded, writes)
+            # One reply per command, counted once the lazy commands are all sent.
+            replies = self._raw(resp.chunked(calls), writes.__len__)
+            cas = [replies[i] for i in writes if i >= 0]
+            pending = self._settle(folded, cas, batch.by_user, result)
             if not pending:
                 self._trim_cache()
                 return result
@@ -234,30 +237,43 @@ class FeatureStore:
         current: dict[str, Cached],
         folded: dict[str, tuple[Cached, list[int]]],
         on_folded: OnFolded | None,
+        writes: list[int],
     ) -> Iterator[bytes]:
-        """Fold users a slice at a time, show each slice to `on_folded`, and yield its writes;
-        lazy, so Redis runs the first writes while later users are folded and scored. Folds in
-        place: every path that does not persist a state drops it from the cache."""
-        events, partitions, offsets, befores = (
-            batch.events, batch.partitions, batch.offsets, batch.befores,
-        )  # fmt: skip
-        rules, marks = self.rules, self._watermarks
+        """Fold users a slice at a time, show each slice to `on_folded`, and yield its commands
+        (the caller's before, the writes, the caller's after), then the watermark update; lazy,
+        so Redis runs the first writes while later users are folded and scored. `writes` gets
+        the reply position of each write, and -1 for every other command. Folds in place:
+        every path that does not persist a state drops it from the cache."""
         users = list(current)
+        position = 0
         for start in range(0, len(users), FOLD_SLICE):
             part = users[start : start + FOLD_SLICE]
             for user in part:
-                cached = current[user]
-                state = cached.state
-                outcomes = [
-                    decide(state, events[i], partitions[i], offsets[i], befores[i], rules)
-                    for i in batch.by_user[user]
-                ]
-                prune(state, marks.get(state.partition, 0), rules)
-                folded[user] = (cached, outcomes)
-            if on_folded is not None:
-                on_folded({user: current[user].state for user in part})
-            for user in part:
-                yield self._write_call(user, current[user])
+                folded[user] = (current[user], self._fold_one(batch, current[user].state, user))
+            before, after = (
+                on_folded({u: current[u].state for u in part}) if on_folded else ([], [])
+            )
+            yield from before
+            yield from (self._write_call(u, current[u]) for u in part)
+            yield from after
+            writes.extend([-1] * len(before))
+            writes.extend(range(position + len(before), position + len(before) + len(part)))
+            writes.extend([-1] * len(after))
+            position += len(before) + len(part) + len(after)
+        yield self._watermarks_call(set(batch.partitions))
+        writes.append(-1)
+
+    def _fold_one(self, batch: _Batch, state: UserState, user: str) -> list[int]:
+        events, partitions, offsets, befores = (
+            batch.events, batch.partitions, batch.offsets, batch.befores,
+        )  # fmt: skip
+        rules = self.rules
+        outcomes = [
+            decide(state, events[i], partitions[i], offsets[i], befores[i], rules)
+            for i in batch.by_user[user]
+        ]
+        prune(state, self._watermarks.get(state.partition, 0), rules)
+        return outcomes
 
     def _states_of(
         self, users: list[str], result: Applied, by_user: dict[str, list[int]]
@@ -341,7 +357,7 @@ class FeatureStore:
     def _erased_key(self, user: str) -> bytes:
         return keys.erased(self._prefix, user).encode()
 
-    def _raw(self, chunks: Iterator[bytes], replies: int) -> list[Any]:
+    def _raw(self, chunks: Iterator[bytes], replies: int | Callable[[], int]) -> list[Any]:
         """Run packed script calls; a missing script (Redis restarted) is loaded, then the
         batch fails as transient so the loop retries it from a clean cache."""
         if not self._scripts_loaded:
@@ -366,12 +382,14 @@ class FeatureStore:
         while len(self._cache) > self._cache_users:
             self._cache.popitem(last=False)
 
-    def _store_watermarks(self, partitions: set[int]) -> None:
-        args: list[int] = []
+    def _watermarks_call(self, partitions: set[int]) -> bytes:
+        """The packed call that raises the stored watermarks of `partitions` to ours."""
+        args: list[bytes] = []
         for partition in sorted(partitions):
-            args += [partition, self._watermarks.get(partition, 0)]
-        self.round_trips += 1
-        self._call(self._raise_watermarks, keys=[keys.watermarks(self._prefix)], args=args)
+            args += [b"%d" % partition, b"%d" % self._watermarks.get(partition, 0)]
+        sha = self._raise_watermarks.sha.encode()
+        key = keys.watermarks(self._prefix).encode()
+        return resp.command(b"EVALSHA", sha, b"1", key, *args)
 
     # -- reads and erasure -------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from features import keys
+from features import keys, resp
 from stream.errors import TransientError
 
 logger = logging.getLogger(__name__)
@@ -26,26 +26,22 @@ class Outbox:
         self._redis = client
         self._prefix = prefix
 
-    def add(self, entries: Mapping[int, tuple[int, list[bytes]]]) -> list[tuple[int, bytes]]:
-        """partition -> (offset, changes) in one round trip; returns the entries written."""
+    def add_commands(
+        self, entries: Mapping[int, tuple[int, list[bytes]]]
+    ) -> tuple[list[bytes], list[tuple[int, bytes]]]:
+        """Packed commands that add the entries, to send ahead of the state writes in their
+        round trip, and the entries they write."""
         written = [(p, b"\n".join(values)) for p, (_, values) in entries.items() if values]
-        if not written:
-            return []
-        pipe = self._redis.pipeline(transaction=False)
-        for partition, blob in written:
-            offset = entries[partition][0]
-            pipe.zadd(keys.outbox(self._prefix, partition), {blob: offset})
-        self._execute(pipe)
-        return written
+        commands = [
+            resp.command(b"ZADD", self._key(p), b"%d" % entries[p][0], blob) for p, blob in written
+        ]
+        return commands, written
 
-    def remove(self, written: Iterable[tuple[int, bytes]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        count = 0
-        for partition, blob in written:
-            pipe.zrem(keys.outbox(self._prefix, partition), blob)
-            count += 1
-        if count:
-            self._execute(pipe)
+    def remove_commands(self, written: Iterable[tuple[int, bytes]]) -> list[bytes]:
+        return [resp.command(b"ZREM", self._key(p), blob) for p, blob in written]
+
+    def _key(self, partition: int) -> bytes:
+        return keys.outbox(self._prefix, partition).encode()
 
     def unpublished(self, first_offsets: Mapping[int, int]) -> list[bytes]:
         """Changes decided at or after each partition's first offset read since it was

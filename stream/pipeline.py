@@ -117,7 +117,11 @@ class SegmentHandler:
             marks[partition] = max(marks[partition], event.ts_ms)
         return marks
 
-    def _decide(self, states: dict[str, UserState], round_: _Round) -> None:
+    def _decide(
+        self, states: dict[str, UserState], round_: _Round
+    ) -> tuple[list[bytes], list[bytes]]:
+        """Score a slice of folded users; return the commands to run around their writes:
+        the outbox entries before, the timers after."""
         users = list(states)
         folded = list(states.values())
         now = [self.store.watermark(s.partition) for s in folded]
@@ -132,27 +136,35 @@ class SegmentHandler:
             value = orjson.dumps({**change.payload, "emitted_at": emitted_at})
             fresh[change.user_id] = (partition, value, change)
         round_.changes.update(fresh)
-        if redone:
-            self._rewrite_outbox(round_)
-        else:
-            round_.outbox += self._outbox.add(_entries(fresh.values(), round_.last_offsets))
+        before = self._outbox_commands(round_, fresh, rewrite=bool(redone))
         for user, state in states.items():
             round_.scored[user] = (state.partition, scored.due.get(user, 0))
         round_.samples.samples.extend(scored.samples)
         round_.samples.labels.extend(scored.labels)
+        due = ((states[u].partition, u, scored.due.get(u, 0)) for u in users)
+        return before, self._timers.schedule_commands(due)
 
-    def _rewrite_outbox(self, round_: _Round) -> None:
-        """Put every change decided so far in this batch into the outbox, then drop what was
-        written before (a refused write made some of it untrue)."""
-        earlier = round_.outbox
-        round_.outbox = self._outbox.add(_entries(round_.changes.values(), round_.last_offsets))
-        self._outbox.remove(earlier)
+    def _outbox_commands(
+        self, round_: _Round, fresh: dict[str, tuple[int, bytes, Change]], *, rewrite: bool
+    ) -> list[bytes]:
+        """The slice's changes for the outbox; after a refused write, every change of the batch
+        so far is written again and what was written before is dropped (some of it is untrue)."""
+        if not rewrite:
+            commands, written = self._outbox.add_commands(
+                _entries(fresh.values(), round_.last_offsets)
+            )
+            round_.outbox += written
+            return commands
+        everything = _entries(round_.changes.values(), round_.last_offsets)
+        commands, written = self._outbox.add_commands(everything)
+        commands += self._outbox.remove_commands(round_.outbox)
+        round_.outbox = written
+        return commands
 
     def _after(self, applied: Applied, round_: _Round) -> None:
         scored = {u: v for u, v in round_.scored.items() if u in applied.states}
         # A due user without a state now (erased, expired) needs no timer any more.
-        gone = [(p, u, 0) for u, p in round_.due.items() if u not in applied.states]
-        self._timers.schedule([*((p, u, due) for u, (p, due) in scored.items()), *gone])
+        self._timers.schedule((p, u, 0) for u, p in round_.due.items() if u not in applied.states)
         self.sync.learn(round_.samples)
         for _, bought, propensity in round_.samples.labels:
             self.quality.update(bought, propensity)
@@ -193,10 +205,12 @@ class SegmentHandler:
 
     def partitions_assigned(self, partitions: Sequence[int]) -> None:
         self.store.partitions_assigned(partitions)
+        self._timers.forget(partitions)
         self._recovering.update(partitions)
 
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
         self.store.partitions_revoked(partitions)
+        self._timers.forget(partitions)
         self._recovering.difference_update(partitions)
 
     def committed(self, next_offsets: dict[int, int]) -> None:
