@@ -10,6 +10,7 @@ servers, or on local ones started the way `segstream demo` does.
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import statistics
 import threading
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 import orjson
@@ -32,7 +34,7 @@ from stream.features_handler import feature_store, redis_client
 from stream.generate import generate
 from stream.handler import Batch, BatchHandler, NullHandler, Outcome
 from stream.loop import Loop, RunSummary
-from stream.pipeline import build_handler
+from stream.pipeline import SegmentHandler, build_handler
 from stream.replay import Pacer, Pacing, Record, read_records, replay
 from stream.settings import Settings, producer_config
 from stream.stack import ensure_stack
@@ -40,6 +42,12 @@ from stream.topics import ensure_topics
 
 SAMPLE_USERS = 2_000
 WARMUP_S = 1.0
+
+
+class EventLike(Protocol):
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 START_MS = 1_767_225_600_000  # event times of bench events start here, 10 ms apart
 # Events replayed before the latency run, so it measures users the service already knows.
 LATENCY_USERS_EVENTS = 50_000
@@ -94,8 +102,12 @@ def run_bench(
         figures["produce"], figures["loop"], figures["pipeline_spread"] = _bench_loops(base, spread)
         figures["pipeline"] = _bench_pipeline(_fresh(stack.settings), sessions)
         known = sessions[: min(len(sessions), LATENCY_USERS_EVENTS)]
-        figures["latency"] = _bench_latency(_fresh(stack.settings), known, latency_rate,
-                                            latency_seconds)  # fmt: skip
+        figures["latency_transport"] = _bench_latency(
+            _fresh(stack.settings), known, latency_rate, latency_seconds, full=False
+        )
+        figures["latency"] = _bench_latency(
+            _fresh(stack.settings), known, latency_rate, latency_seconds, full=True
+        )
     pipeline, latency = figures["pipeline"], figures["latency"]
     assert isinstance(pipeline, dict) and isinstance(latency, dict)
     return {
@@ -241,16 +253,30 @@ def _bench_loops(
 
 
 def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, object]:
-    """The service over the generator's stream, replayed into a fresh topic first: its first
-    half (`cold`: most users are new, so most get their first segment), then its second half
-    with a fresh handler (the steady state of a live service: users are known and change
-    segment now and then)."""
+    """The service over the generator's stream, replayed into a fresh topic first, in one run:
+    its first half is `cold` (most users are new and get their first segment), its second half
+    the steady state of a live service (users known and cached, changing segment now and
+    then), timed from the batch that crossed the half to the last."""
     ensure_topics(settings)
     records = (Record(orjson.loads(v)["user_id"].encode(), v, None) for v in values)
     replay(records, Producer(producer_config(settings)), settings.topics.events, Pacing())
+    clock = BatchClock(build_handler(settings))
+    try:
+        summary = Loop(settings, clock).run(max_events=len(values))
+    finally:
+        clock.inner.close()
     half = len(values) // 2
-    cold = _run_pipeline(settings, half)
-    return {**_run_pipeline(settings, len(values) - half), "cold": cold}
+    cold_changes = clock.changes_at(half)
+    return {
+        "events_per_second": round(clock.rate(half, len(values))),
+        "segment_changes": _changes() - cold_changes,
+        "model_version": clock.inner.sync.params.version,
+        "cold": {
+            "events_per_second": round(clock.rate(0, half)),
+            "segment_changes": cold_changes - clock.changes_before,
+        },
+        "whole_run": _loop_figures(summary),
+    }
 
 
 def _run_pipeline(settings: Settings, events: int) -> dict[str, object]:
@@ -266,6 +292,49 @@ def _run_pipeline(settings: Settings, events: int) -> dict[str, object]:
         "model_version": handler.sync.params.version,
         "segment_changes": _changes(),
     }
+
+
+class BatchClock:
+    """Wraps the service's handler and notes when each batch was done, so parts of one run
+    can be timed."""
+
+    def __init__(self, inner: SegmentHandler) -> None:
+        self.inner = inner
+        self.changes_before = _changes()
+        self._started = 0.0
+        self._marks: list[tuple[int, float, float]] = []  # events so far, time, changes so far
+        self._events = 0
+
+    def handle(self, batch: Batch) -> Outcome:
+        if not self._started:
+            self._started = time.perf_counter()
+        outcome = self.inner.handle(batch)
+        self._events += len(batch.events)
+        self._marks.append((self._events, time.perf_counter(), _changes()))
+        return outcome
+
+    def rate(self, first: int, last: int) -> float:
+        """Events/s from the batch that reached `first` events (or the start) to the one that
+        reached `last`."""
+        start = self._started if not first else self._at(first)[1]
+        end = self._at(last)
+        done = end[0] - (self._at(first)[0] if first else 0)
+        return done / max(end[1] - start, 1e-9)
+
+    def changes_at(self, events: int) -> float:
+        return self._at(events)[2]
+
+    def _at(self, events: int) -> tuple[int, float, float]:
+        return next((m for m in self._marks if m[0] >= events), self._marks[-1])
+
+    def partitions_assigned(self, partitions: Sequence[int]) -> None:
+        self.inner.partitions_assigned(partitions)
+
+    def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        self.inner.partitions_revoked(partitions)
+
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        self.inner.committed(next_offsets)
 
 
 def _changes() -> float:
@@ -289,13 +358,22 @@ def _loop_figures(summary: RunSummary) -> dict[str, object]:
 
 
 def _bench_latency(
-    settings: Settings, values: Sequence[bytes], rate: float, seconds: float
+    settings: Settings, values: Sequence[bytes], rate: float, seconds: float, *, full: bool
 ) -> dict[str, object]:
+    """Event time -> handled, at `rate` events/s of users the service already knows; with
+    `full` false, the loop alone (what the broker and the client cost)."""
     ensure_topics(settings)
-    _known_users(settings, values)
+    if full:
+        _known_users(settings, values)
     total = int(rate * (seconds + WARMUP_S))
-    handler = build_handler(settings)
-    probe = LatencyProbe(handler)
+    # The load comes from another process, as it would live (in this one it would compete with
+    # the service for the interpreter lock); it starts now and sends when told.
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    sender = context.Process(target=_send_stamped, args=(settings, list(values), rate, total, go))
+    sender.start()
+    handler = build_handler(settings) if full else None
+    probe = LatencyProbe(handler or NullHandler())
     loop = Loop(settings, probe)
     runner = threading.Thread(target=loop.run, kwargs={"max_events": total}, daemon=True)
     runner.start()
@@ -303,11 +381,17 @@ def _bench_latency(
     while not loop.assigned_partitions and time.monotonic() < deadline:
         time.sleep(0.05)
     probe.measure_from_ms = time.time() * 1000 + WARMUP_S * 1000
-    _send_stamped(settings, values, rate, total)
+    go.set()
+    sender.join(timeout=seconds + 120)
     runner.join(timeout=seconds + 60)
     loop.stop()
-    handler.close()
-    found = sorted(probe.latencies_ms)
+    if handler is not None:
+        handler.close()
+    return _latency_figures(probe.latencies_ms, rate)
+
+
+def _latency_figures(latencies: list[float], rate: float) -> dict[str, object]:
+    found = sorted(latencies)
     result: dict[str, object] = {"offered_events_per_second": rate, "warmup_s": WARMUP_S}
     if not found:
         return {**result, "p50_ms": None, "p99_ms": None}
@@ -337,9 +421,12 @@ def _known_users(settings: Settings, values: Sequence[bytes]) -> None:
         handler.close()
 
 
-def _send_stamped(settings: Settings, values: Sequence[bytes], rate: float, total: int) -> None:
-    """Send events at `rate`, each stamped with the wall clock as it leaves, so that
-    latency = handling time - event time."""
+def _send_stamped(
+    settings: Settings, values: Sequence[bytes], rate: float, total: int, go: EventLike
+) -> None:
+    """Send events at `rate` once `go` is set, each stamped with the wall clock as it leaves,
+    so that latency = handling time - event time."""
+    go.wait()
     producer = Producer({**producer_config(settings), "linger.ms": 0})
     pacer = Pacer(Pacing(rate=rate))
     for i in range(total):
