@@ -51,7 +51,7 @@ class SegmentConfig:
     # default 0.5 moved most users' cluster on most events.
     halflife: float = 0.05
     # Samples buffered before the first centres are seeded (k-means++ and Lloyd steps over them).
-    warmup: int = 500
+    warmup: int = 2_000
     classifier: str = "logistic"
     # SGD step of the propensity classifier: 0.005 gave held-out ROC AUC 0.89, 0.1 gave 0.72.
     learning_rate: float = 0.005

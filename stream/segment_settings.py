@@ -23,7 +23,7 @@ class SegmentSettings(BaseModel):
     clusterer: str = "kmeans"
     k: int = Field(7, ge=2, le=64)
     halflife: float = Field(0.05, gt=0, le=1)
-    warmup: int = Field(500, ge=10)
+    warmup: int = Field(2_000, ge=10)
     classifier: str = "logistic"
     learning_rate: float = Field(0.005, gt=0)
     # Share of scorings the trainer learns from / that become labelled propensity snapshots.
