@@ -1,4 +1,5 @@
-"""The feature stage of the loop: every valid event updates its user's features in Redis."""
+"""Building blocks of the feature stage: the Redis client and feature store from settings,
+pseudonymous ids, and the dead letter of a late event."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ import msgspec
 import redis
 
 from features.definitions import Rules
-from features.errors import ConflictError, StoreUnavailableError
 from features.events import Event, InvalidEvent
 from features.privacy import Pseudonymizer
-from features.store import Applied, FeatureStore
-from stream import metrics
-from stream.errors import TransientError
-from stream.handler import Batch, Outcome, Rejection
+from features.store import FeatureStore
+from stream.handler import Rejection
 from stream.settings import Settings
 
 
@@ -39,38 +37,6 @@ def feature_store(settings: Settings, client: redis.Redis | None = None) -> Feat
 def pseudonymizer(settings: Settings) -> Callable[[str], str] | None:
     key = settings.privacy.key()
     return None if key is None else Pseudonymizer(key)
-
-
-class FeatureHandler:
-    """Applies each batch to the feature store; late events come back as dead letters."""
-
-    def __init__(self, store: FeatureStore, pseudonymize: Callable[[str], str] | None) -> None:
-        self.store = store
-        self._pseudonymize = pseudonymize
-        self.last: Applied | None = None
-
-    def handle(self, batch: Batch) -> Outcome:
-        events = private(batch.events, self._pseudonymize)
-        try:
-            with metrics.REDIS_SECONDS.labels("apply").time():
-                applied = self.store.apply(events, batch.partitions, batch.offsets)
-        except (StoreUnavailableError, ConflictError) as exc:
-            raise TransientError(str(exc)) from exc
-        self.last = applied
-        metrics.EVENTS_APPLIED.inc(applied.applied)
-        metrics.EVENTS_SKIPPED.labels("duplicate").inc(applied.duplicates)
-        metrics.EVENTS_SKIPPED.labels("erased").inc(applied.erased)
-        rules = self.store.rules
-        return Outcome(rejections=[late_rejection(i, events[i], rules) for i in applied.late])
-
-    def partitions_assigned(self, partitions: Sequence[int]) -> None:
-        self.store.partitions_assigned(partitions)
-
-    def partitions_revoked(self, partitions: Sequence[int]) -> None:
-        self.store.partitions_revoked(partitions)
-
-    def committed(self, next_offsets: dict[int, int]) -> None:
-        return None
 
 
 def private(events: Sequence[Event], pseudonymize: Callable[[str], str] | None) -> Sequence[Event]:
