@@ -170,7 +170,9 @@ def _fresh(settings: Settings) -> Settings:
         update={"events": f"{run}.events", "segments": f"{run}.segments", "dlq": f"{run}.dlq"}
     )
     ports = settings.metrics.model_copy(update={"port": 0})
-    segments = settings.segments
+    # A model from the first 500 samples, so the timed part of each stage is scored with one
+    # (a live service reaches the default warm-up of 2,000 within seconds).
+    segments = settings.segments.model_copy(update={"warmup": 500})
     if segments.signing() is None:
         # A throwaway key: the run's snapshots are read by this run only.
         segments = segments.model_copy(update={"signing_key": SecretStr(uuid.uuid4().hex)})
