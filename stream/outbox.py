@@ -43,17 +43,20 @@ class Outbox:
     def _key(self, partition: int) -> bytes:
         return keys.outbox(self._prefix, partition).encode()
 
-    def unpublished(self, first_offsets: Mapping[int, int]) -> list[bytes]:
-        """Changes decided at or after each partition's first offset read since it was
-        assigned (that offset was the committed one); older entries are dropped."""
-        partitions = list(first_offsets)
+    def unpublished(self, first_offsets: Mapping[int, int], *, trim: bool) -> list[bytes]:
+        """Changes decided at or after each partition's offset; with `trim`, older entries are
+        dropped (the offset is the committed one, read first after an assignment)."""
+        if not first_offsets:
+            return []
         pipe = self._redis.pipeline(transaction=False)
-        for partition in partitions:
+        for partition, offset in first_offsets.items():
             key = keys.outbox(self._prefix, partition)
-            pipe.zremrangebyscore(key, "-inf", f"({first_offsets[partition]}")
-            pipe.zrangebyscore(key, first_offsets[partition], "+inf")
+            if trim:
+                pipe.zremrangebyscore(key, "-inf", f"({offset}")
+            pipe.zrangebyscore(key, offset, "+inf")
         replies = self._execute(pipe)
-        return [value for blobs in replies[1::2] for blob in blobs for value in blob.split(b"\n")]
+        found = replies[1::2] if trim else replies
+        return [value for blobs in found for blob in blobs for value in blob.split(b"\n")]
 
     def committed(self, next_offsets: Mapping[int, int]) -> None:
         """Drop what the committed offsets cover; a failure only delays the cleanup."""

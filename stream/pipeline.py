@@ -12,6 +12,7 @@ Order within a batch, and why:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,8 @@ from stream.outbox import Outbox
 from stream.publisher import OutMessage
 from stream.settings import Settings
 from stream.timers import Timers
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,7 +78,8 @@ class SegmentHandler:
         self._outbox = outbox
         self._topic = segments_topic
         self._pseudonymize = pseudonymize
-        self._recovering: set[int] = set()
+        self._recovering: set[int] = set()  # newly assigned: publish the previous owner's rest
+        self._retrying: set[int] = set()  # a failed attempt left entries of this batch
         self.quality = LiveQuality()
         self.last: Applied | None = None
 
@@ -83,8 +87,13 @@ class SegmentHandler:
         events = private(batch.events, self._pseudonymize)
         try:
             return self._handle(batch, events)
-        except (StoreUnavailableError, ConflictError) as exc:
-            raise TransientError(str(exc)) from exc
+        except BaseException as exc:
+            # A failed attempt may have written some users' states and their outbox entries;
+            # the retry sees those events as duplicates, so it publishes the entries instead.
+            self._retrying.update(batch.partitions)
+            if isinstance(exc, StoreUnavailableError | ConflictError):
+                raise TransientError(str(exc)) from exc
+            raise
 
     def _handle(self, batch: Batch, events: Sequence[Event]) -> Outcome:
         self.sync.refresh()
@@ -103,6 +112,7 @@ class SegmentHandler:
             )
         self.last = applied
         self._recovering -= set(batch.partitions)
+        self._retrying -= set(batch.partitions)
         self._after(applied, round_)
         messages = [self._message(change, value) for _, value, change in round_.changes.values()]
         rejections = [late_rejection(i, events[i], self.store.rules) for i in applied.late]
@@ -162,10 +172,16 @@ class SegmentHandler:
         return commands
 
     def _after(self, applied: Applied, round_: _Round) -> None:
+        """Work after the batch is stored; it must not fail the batch, whose changes are only
+        returned once this is done."""
         scored = {u: v for u, v in round_.scored.items() if u in applied.states}
-        # A due user without a state now (erased, expired) needs no timer any more.
-        self._timers.schedule((p, u, 0) for u, p in round_.due.items() if u not in applied.states)
-        self.sync.learn(round_.samples)
+        try:
+            # A due user without a state now (erased, expired) needs no timer any more.
+            gone = ((p, u, 0) for u, p in round_.due.items() if u not in applied.states)
+            self._timers.schedule(gone)
+            self.sync.learn(round_.samples)
+        except TransientError as exc:
+            logger.warning("model or timer upkeep skipped for a batch: %s", exc)
         for _, bought, propensity in round_.samples.labels:
             self.quality.update(bought, propensity)
             metrics.LABELS_RESOLVED.labels("bought" if bought else "not_bought").inc()
@@ -187,17 +203,19 @@ class SegmentHandler:
         return OutMessage(self._topic, change.user_id.encode(), value)
 
     def _recover(self, batch: Batch) -> list[OutMessage]:
-        """On the first batch of a newly assigned partition, publish again what its previous
-        owner decided but may not have published (at or after the committed offset)."""
-        if not self._recovering:
+        """Publish again what the outbox holds from this batch's first offsets on: on the first
+        batch of a newly assigned partition (the previous owner's unpublished changes; older
+        entries are committed and dropped), and on the retry of a failed batch (entries of the
+        failed attempt; older ones are kept, they may not be committed yet)."""
+        if not self._recovering and not self._retrying:
             return []
         firsts: dict[int, int] = {}
         for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
-            if partition in self._recovering and partition not in firsts:
-                firsts[partition] = offset
-        if not firsts:
-            return []
-        values = self._outbox.unpublished(firsts)
+            firsts.setdefault(partition, offset)
+        assigned = {p: o for p, o in firsts.items() if p in self._recovering}
+        retried = {p: o for p, o in firsts.items() if p in self._retrying and p not in assigned}
+        values = self._outbox.unpublished(assigned, trim=True)
+        values += self._outbox.unpublished(retried, trim=False)
         metrics.CHANGES_REPUBLISHED.inc(len(values))
         return [
             OutMessage(self._topic, str(orjson.loads(v)["user_id"]).encode(), v) for v in values
@@ -212,6 +230,7 @@ class SegmentHandler:
         self.store.partitions_revoked(partitions)
         self._timers.forget(partitions)
         self._recovering.difference_update(partitions)
+        self._retrying.difference_update(partitions)
 
     def committed(self, next_offsets: dict[int, int]) -> None:
         self._outbox.committed(next_offsets)
