@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 import orjson
@@ -53,24 +53,14 @@ START_MS = 1_767_225_600_000  # event times of bench events start here, 10 ms ap
 LATENCY_USERS_EVENTS = 50_000
 
 
-class LatencyProbe:
-    """Wraps a handler and records, per event, wall time after handling minus event time.
+H = TypeVar("H", bound=BatchHandler)
 
-    Events stamped before `measure_from_ms` are left out: the first fetches after an assignment
-    (offset lookups, fetch sessions) take a few hundred ms once and are not steady-state latency.
-    """
 
-    def __init__(self, inner: BatchHandler) -> None:
+class _Wrapper(Generic[H]):
+    """A handler around the service's: the bench's probes see batches, the rest passes on."""
+
+    def __init__(self, inner: H) -> None:
         self.inner = inner
-        self.latencies_ms: list[float] = []
-        self.measure_from_ms = float("inf")
-
-    def handle(self, batch: Batch) -> Outcome:
-        outcome = self.inner.handle(batch)
-        now_ms = time.time() * 1000
-        start = self.measure_from_ms
-        self.latencies_ms.extend(now_ms - e.ts_ms for e in batch.events if e.ts_ms >= start)
-        return outcome
 
     def partitions_assigned(self, partitions: Sequence[int]) -> None:
         self.inner.partitions_assigned(partitions)
@@ -80,6 +70,26 @@ class LatencyProbe:
 
     def committed(self, next_offsets: dict[int, int]) -> None:
         self.inner.committed(next_offsets)
+
+
+class LatencyProbe(_Wrapper[BatchHandler]):
+    """Wraps a handler and records, per event, wall time after handling minus event time.
+
+    Events stamped before `measure_from_ms` are left out: the first fetches after an assignment
+    (offset lookups, fetch sessions) take a few hundred ms once and are not steady-state latency.
+    """
+
+    def __init__(self, inner: BatchHandler) -> None:
+        super().__init__(inner)
+        self.latencies_ms: list[float] = []
+        self.measure_from_ms = float("inf")
+
+    def handle(self, batch: Batch) -> Outcome:
+        outcome = self.inner.handle(batch)
+        now_ms = time.time() * 1000
+        start = self.measure_from_ms
+        self.latencies_ms.extend(now_ms - e.ts_ms for e in batch.events if e.ts_ms >= start)
+        return outcome
 
 
 def run_bench(
@@ -296,12 +306,12 @@ def _run_pipeline(settings: Settings, events: int) -> dict[str, object]:
     }
 
 
-class BatchClock:
+class BatchClock(_Wrapper[SegmentHandler]):
     """Wraps the service's handler and notes when each batch was done, so parts of one run
     can be timed."""
 
     def __init__(self, inner: SegmentHandler) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.changes_before = _changes()
         self._started = 0.0
         self._marks: list[tuple[int, float, float]] = []  # events so far, time, changes so far
@@ -328,15 +338,6 @@ class BatchClock:
 
     def _at(self, events: int) -> tuple[int, float, float]:
         return next((m for m in self._marks if m[0] >= events), self._marks[-1])
-
-    def partitions_assigned(self, partitions: Sequence[int]) -> None:
-        self.inner.partitions_assigned(partitions)
-
-    def partitions_revoked(self, partitions: Sequence[int]) -> None:
-        self.inner.partitions_revoked(partitions)
-
-    def committed(self, next_offsets: dict[int, int]) -> None:
-        self.inner.committed(next_offsets)
 
 
 def _changes() -> float:

@@ -26,7 +26,7 @@ from segments.model import Model
 from segments.scoring import Params, cold_params
 from segments.snapshots import seal, unseal
 from stream import metrics
-from stream.errors import TransientError
+from stream.errors import redis_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +107,8 @@ class ModelStore:
         return bool(self._call(self._publish, keys=keys_, args=[owner, version, blob]) == 1)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with redis_unavailable("the model"):
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-            msg = f"redis unavailable for the model: {exc}"
-            raise TransientError(msg) from exc
 
 
 class ModelSync:
@@ -196,10 +193,13 @@ class ModelSync:
             logger.info("scoring with model v%d", version)
 
     def _publish_due(self, model: Model) -> bool:
-        if not self._learned_since or not model.segmenter.centers():
+        if not self._learned_since:
             return False
         first = not self.params.clusters_ready
-        return first or time.monotonic() - self._last_publish >= self._snapshot_s
+        if not first and time.monotonic() - self._last_publish < self._snapshot_s:
+            return False
+        # Last: some clusterers build their centres on a copy of themselves to show them.
+        return bool(model.segmenter.centers())
 
     def _publish(self, model: Model) -> None:
         model.version = max(model.version, self._store.current())

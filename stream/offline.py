@@ -59,7 +59,6 @@ class OfflinePipeline:
         self._watermarks = [0] * options.partitions
         self._offsets = [0] * options.partitions
         self._timers: list[list[tuple[int, str]]] = [[] for _ in range(options.partitions)]
-        self._since_snapshot = 0
 
     def feed(self, lines: Iterable[bytes], progress: Callable[[int], None] | None = None) -> None:
         for batch in _batches(lines, self.options.batch_size):
@@ -124,9 +123,8 @@ class OfflinePipeline:
         if until is None or now < until:
             for inputs, bought, _ in scored.labels:
                 self.model.learn_label(inputs, bought)
-        self._since_snapshot += len(scored.samples) + len(scored.labels)
-        warm = self.model.segmenter.centers()
-        if warm and (not self.params.clusters_ready or self._due_snapshot()):
+        due = not self.params.clusters_ready or self._due_snapshot()
+        if due and self.model.segmenter.centers():
             self.params = self.model.params()
 
     def _due_snapshot(self) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from features import keys, resp
-from stream.errors import TransientError
+from stream.errors import TransientError, redis_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,5 @@ class Outbox:
             logger.warning("outbox cleanup postponed: %s", exc)
 
     def _execute(self, pipe: redis.client.Pipeline) -> list[Any]:
-        try:
+        with redis_unavailable("the outbox"):
             return pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-            msg = f"redis unavailable for the outbox: {exc}"
-            raise TransientError(msg) from exc

@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 class _Round:
     """What scoring decided during one `apply` (a refused write re-scores its users)."""
 
-    users: set[str]
     due: dict[str, int]  # timer-only users -> partition
     last_offsets: dict[int, int]
     scored: dict[str, tuple[int, int]] = field(default_factory=dict)  # user -> partition, due
@@ -101,7 +100,7 @@ class SegmentHandler:
         marks = self._watermarks_after(events, batch.partitions)
         users = {e.user_id for e in events}
         due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
-        round_ = _Round(users, due, _last_offsets(batch))
+        round_ = _Round(due, _last_offsets(batch))
         with metrics.REDIS_SECONDS.labels("apply").time():
             applied = self.store.apply(
                 events,

@@ -39,9 +39,9 @@ def _shape(user_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
     record = policy.load(found["segment"]) if found is not None and found["segment"] else None
     segment = None
     if record is not None:
-        since = record.since
-        segment = {**policy.assignment(record, ""), "since_event_time": since or None}
-        del segment["cluster_label"]
+        # Cluster labels belong to a model version; the profile names the version instead.
+        segment = {k: v for k, v in policy.assignment(record, "").items() if k != "cluster_label"}
+        segment["since_event_time"] = record.since or None
     return {
         "user_id": user_id,
         "as_of": None if found is None else found["as_of"],

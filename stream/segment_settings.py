@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from features.columns import numeric_names
 from features.definitions import Window
@@ -49,19 +57,12 @@ class SegmentSettings(BaseModel):
     refresh_interval_s: float = Field(1, gt=0)
     lease_ttl_s: float = Field(15, gt=0)
 
-    @field_validator("clusterer")
+    @field_validator("clusterer", "classifier")
     @classmethod
-    def _known_clusterer(cls, value: str) -> str:
-        if value not in CLUSTERERS:
-            msg = f"must be one of {', '.join(CLUSTERERS)}"
-            raise ValueError(msg)
-        return value
-
-    @field_validator("classifier")
-    @classmethod
-    def _known_classifier(cls, value: str) -> str:
-        if value not in CLASSIFIERS:
-            msg = f"must be one of {', '.join(CLASSIFIERS)}"
+    def _known_model(cls, value: str, info: ValidationInfo) -> str:
+        choices = CLUSTERERS if info.field_name == "clusterer" else CLASSIFIERS
+        if value not in choices:
+            msg = f"must be one of {', '.join(choices)}"
             raise ValueError(msg)
         return value
 

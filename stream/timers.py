@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from features import keys, resp
-from stream.errors import TransientError
+from stream.errors import redis_unavailable
 
 MAX_DUE_PER_BATCH = 5_000
 
@@ -66,11 +66,8 @@ class Timers:
     def schedule(self, due: Iterable[tuple[int, str, int]]) -> None:
         commands = self.schedule_commands(due)
         if commands:
-            try:
+            with redis_unavailable("timers"):
                 resp.execute(self._redis, [b"".join(commands)], len(commands))
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                msg = f"redis unavailable for timers: {exc}"
-                raise TransientError(msg) from exc
 
     def forget(self, partitions: Sequence[int]) -> None:
         """A partition changed owner: what we knew of its timers may be stale."""
@@ -81,11 +78,8 @@ class Timers:
         return keys.timers(self._prefix, partition).encode()
 
     def _execute(self, pipe: redis.client.Pipeline) -> list[Any]:
-        try:
+        with redis_unavailable("timers"):
             return pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-            msg = f"redis unavailable for timers: {exc}"
-            raise TransientError(msg) from exc
 
 
 def _first_score(found: list[tuple[bytes, float]]) -> float:
