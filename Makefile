@@ -19,16 +19,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install segstream with its dev tools
 
 demo: $(STAMP) ## local broker + Redis if none configured, synthetic events, the service, a summary
-	$(BIN)/segstream demo
+	$(BIN)/segstream demo --log-format text
 
 test: $(STAMP) ## unit and integration tests (starts its own Redis and broker)
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+lint: $(STAMP) ## ruff (lint + format check), mypy --strict, hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 bench: $(STAMP) ## throughput and latency figures of the pipeline, as JSON
 	$(BIN)/segstream bench

@@ -31,6 +31,11 @@ def watermarks(prefix: str) -> str:
     return f"{prefix}:watermarks"
 
 
+def tallies(prefix: str) -> str:
+    """Hash: counters that move with users' writes (e.g. users per segment), field -> count."""
+    return f"{prefix}:tallies"
+
+
 def state_pattern(prefix: str) -> str:
     """SCAN pattern matching every user's state key and nothing else of ours."""
     return f"{prefix}:{{u:*}}"

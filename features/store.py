@@ -12,10 +12,11 @@ what was already applied. Redis round trips per batch: at most one read (cache m
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis
@@ -38,8 +39,10 @@ logger = logging.getLogger(__name__)
 
 # A user's state is one string: a 10-digit version, then the msgpack `UserState`.
 VERSION_DIGITS: Final = 10
-# KEYS: state, erasure marker. ARGV: expected version ("" for a new user), version + state,
-# ttl seconds (0: none). Returns 1 when written, 0 when the version moved, -1 when erased.
+# KEYS: state, erasure marker[, tallies hash]. ARGV: expected version ("" for a new user),
+# version + state, ttl seconds (0: none)[, field, delta, ...]. Returns 1 when written, 0 when the
+# version moved, -1 when erased. The tallies move only with a write that lands, so a retried or
+# refused write never counts twice.
 _WRITE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 if redis.call('GETRANGE', KEYS[1], 0, 9) ~= ARGV[1] then return 0 end
@@ -48,6 +51,7 @@ if ARGV[3] == '0' then
 else
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 end
+for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 # KEYS: watermarks hash. ARGV: partition, ms, partition, ms, ... Raises each to at least ms.
@@ -63,9 +67,22 @@ MAX_CONFLICT_ROUNDS: Final = 5
 FOLD_SLICE: Final = 1_000
 _WRITE_ARGS: Final = b"%b" + b"$%d\r\n%b\r\n" * 5
 
-# Sees a slice of the batch's folded states (user -> state) before they are written, and returns
-# packed commands to run in the same round trip: before the slice's writes and after them.
-OnFolded = Callable[[dict[str, UserState]], tuple[list[bytes], list[bytes]]]
+
+class Around(NamedTuple):
+    """What `on_folded` adds to a slice's round trip: packed commands before and after the
+    writes, and per user the tallies (field, delta) that move with that user's write."""
+
+    before: list[bytes]
+    after: list[bytes]
+    tallies: dict[str, list[tuple[str, int]]]
+
+
+# The tallies a stored state counts in (field, delta), to undo them when the user is erased.
+TalliesOf = Callable[[UserState], list[tuple[str, int]]]
+# Sees a slice of the batch's folded states (user -> state) before they are written.
+OnFolded = Callable[[dict[str, UserState]], Around]
+
+_NOTHING_AROUND: Final = Around([], [], {})
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(UserState).decode
@@ -117,10 +134,13 @@ class FeatureStore:
         self._write = client.register_script(_WRITE)
         self._raise_watermarks = client.register_script(_RAISE_WATERMARKS)
         self._write_head = resp.evalsha_prefix(self._write.sha, 2, 3)
+        self._tallies_key = keys.tallies(prefix).encode()
         self._ttl = b"%d" % ttl_s
         self._scripts_loaded = False
         # Pipelined requests sent to Redis by `apply` (each is one network round trip).
         self.round_trips = 0
+        # Told the seconds of each round trip by kind ("read", "write"), for metrics.
+        self.observe: Callable[[str, float], None] = _ignore
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -213,7 +233,7 @@ class FeatureStore:
             writes: list[int] = []  # positions of the compare-and-set replies
             calls = self._fold_and_pack(batch, current, folded, on_folded, writes)
             # One reply per command, counted once the lazy commands are all sent.
-            replies = self._raw(resp.chunked(calls), writes.__len__)
+            replies = self._raw("write", resp.chunked(calls), writes.__len__)
             cas = [replies[i] for i in writes if i >= 0]
             pending = self._settle(folded, cas, batch.by_user, result)
             if not pending:
@@ -250,11 +270,11 @@ class FeatureStore:
             part = users[start : start + FOLD_SLICE]
             for user in part:
                 folded[user] = (current[user], self._fold_one(batch, current[user].state, user))
-            before, after = (
-                on_folded({u: current[u].state for u in part}) if on_folded else ([], [])
+            before, after, tallies = (
+                on_folded({u: current[u].state for u in part}) if on_folded else _NOTHING_AROUND
             )
             yield from before
-            yield from (self._write_call(u, current[u]) for u in part)
+            yield from (self._write_call(u, current[u], tallies.get(u)) for u in part)
             yield from after
             writes.extend([-1] * len(before))
             writes.extend(range(position + len(before), position + len(before) + len(part)))
@@ -330,18 +350,26 @@ class FeatureStore:
             return {}
         # Both keys share the user's hash tag, so one MGET reads them (also on Redis Cluster).
         calls = (resp.command(b"MGET", self._key(u), self._erased_key(u)) for u in users)
-        replies = self._raw(resp.chunked(calls), len(users))
+        replies = self._raw("read", resp.chunked(calls), len(users))
         return {
             user: None if erased else _cached(value)
             for user, (value, erased) in zip(users, replies, strict=True)
         }
 
-    def _write_call(self, user: str, cached: Cached) -> bytes:
+    def _write_call(
+        self, user: str, cached: Cached, tallies: list[tuple[str, int]] | None = None
+    ) -> bytes:
         """One packed EVALSHA of the compare-and-set, formatted in one go (hot path)."""
         state_key = self._key(user)
         erased_key = self._erased_key(user)
         expected = _version(cached.version)
         value = b"%010d%b" % (cached.version + 1, _encode(cached.state))
+        if tallies:
+            moves = [x for name, delta in tallies for x in (name.encode(), b"%d" % delta)]
+            return resp.command(
+                b"EVALSHA", self._write.sha.encode(), b"3", state_key, erased_key,
+                self._tallies_key, expected, value, self._ttl, *moves,
+            )  # fmt: skip
         return _WRITE_ARGS % (
             self._write_head,
             len(state_key), state_key,
@@ -357,13 +385,18 @@ class FeatureStore:
     def _erased_key(self, user: str) -> bytes:
         return keys.erased(self._prefix, user).encode()
 
-    def _raw(self, chunks: Iterator[bytes], replies: int | Callable[[], int]) -> list[Any]:
+    def _raw(
+        self, call: str, chunks: Iterator[bytes], replies: int | Callable[[], int]
+    ) -> list[Any]:
         """Run packed script calls; a missing script (Redis restarted) is loaded, then the
-        batch fails as transient so the loop retries it from a clean cache."""
+        batch fails as transient so the loop retries it from a clean cache. `observe` gets
+        the call's seconds; the writes' include the folding and scoring that overlap them."""
         if not self._scripts_loaded:
             self._load_scripts()
         self.round_trips += 1
+        started = time.perf_counter()
         results: list[Any] = self._call(resp.execute, self._redis, chunks, replies)
+        self.observe(call, time.perf_counter() - started)
         errors = [r for r in results if isinstance(r, redis.ResponseError)]
         if errors:
             self._scripts_loaded = False
@@ -437,14 +470,24 @@ class FeatureStore:
         raw = self._call(self._redis.hgetall, keys.watermarks(self._prefix))
         return {int(p): int(ms) for p, ms in raw.items()}
 
-    def forget(self, user_id: str) -> bool:
-        """Delete every key of the user and record the erasure; True if there was data."""
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(*keys.user_keys(self._prefix, user_id))
-        pipe.set(keys.erased(self._prefix, user_id), 1)
-        deleted, _ = self._call(pipe.execute)
+    def forget(self, user_id: str, tallies_of: TalliesOf | None = None) -> bool:
+        """Delete every key of the user and record the erasure; True if there was data.
+        `tallies_of(state)` names the tallies the stored state counts in; they are undone in
+        the same transaction (watched, so a concurrent write makes it start over)."""
+        state_key = keys.state(self._prefix, user_id)
+
+        def erase(pipe: redis.client.Pipeline) -> None:
+            stored = pipe.get(state_key) if tallies_of else None
+            pipe.multi()
+            pipe.delete(*keys.user_keys(self._prefix, user_id))
+            pipe.set(keys.erased(self._prefix, user_id), 1)
+            if isinstance(stored, bytes) and stored and tallies_of:
+                for name, delta in tallies_of(_cached(stored).state):
+                    pipe.hincrby(keys.tallies(self._prefix), name, -delta)
+
         self._cache.pop(user_id, None)
-        return bool(deleted)
+        replies = self._call(self._redis.transaction, erase, state_key)
+        return bool(replies[0])
 
     def is_erased(self, user_id: str) -> bool:
         return bool(self._call(self._redis.exists, keys.erased(self._prefix, user_id)))
@@ -458,6 +501,10 @@ class FeatureStore:
         except redis.ResponseError as exc:
             msg = f"redis refused a call: {exc}"
             raise StoreUnavailableError(msg) from exc
+
+
+def _ignore(call: str, seconds: float) -> None:
+    """No one listens to the store's timings."""
 
 
 def _text(key: bytes | str) -> str:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from features.columns import Columns, numeric_names
 from features.definitions import DEFAULT_WINDOWS, UserState, Window, catalog
 from segments.config import RFM_FEATURES, SegmentConfig
-from segments.policy import Proposal, Record, assignment, dump, load, next_due, settle
+from segments.policy import Proposal, Record, assignment, dump, load, moved, next_due, settle
 from segments.rules import RuleSet
 from segments.scoring import Params, Scores, score
 
@@ -46,6 +46,8 @@ class Scored:
     samples: list[tuple[list[float], float, float]] = field(default_factory=list)
     # Resolved propensity snapshots: inputs, whether a purchase followed, the score given then.
     labels: list[tuple[list[float], bool, float]] = field(default_factory=list)
+    # Population tallies (field, delta) that move with each user's write; only users who moved.
+    tallies: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 class Engine:
@@ -104,9 +106,11 @@ class Engine:
         self, view: _View, i: int, user: str, state: UserState, now: int, timer: bool, out: Scored
     ) -> None:
         record = load(state.segment)
-        before_seq = record.seq
+        before_seq, segment, cluster = record.seq, record.segment, record.cluster
         self._resolve_label(record, state, now, out)
         changed = settle(record, view.proposal(i, record.cluster), self.config, now)
+        if segment != record.segment or cluster != record.cluster:
+            out.tallies[user] = moved(segment, cluster, record)
         # One hash of user and time decides both samples (its low and high 16 bits), so a
         # replay samples the same users.
         draw = zlib.crc32(b"%d" % now, zlib.crc32(user.encode()))

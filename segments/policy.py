@@ -71,6 +71,32 @@ def band_of(propensity: float, edges: tuple[float, float]) -> str:
     return BANDS[(propensity >= edges[0]) + (propensity >= edges[1])]
 
 
+def counted_in(record: Record) -> list[tuple[str, int]]:
+    """The population tallies a user's record counts in: its segment and its cluster."""
+    tallies = []
+    if record.segment:
+        tallies.append((f"segment:{record.segment}", 1))
+    if record.cluster >= 0:
+        tallies.append((f"cluster:{record.cluster}", 1))
+    return tallies
+
+
+def moved(segment: str, cluster: int, record: Record) -> list[tuple[str, int]]:
+    """Tally moves from a record's (segment, cluster) before scoring to where it is now."""
+    moves = []
+    if segment != record.segment:
+        if segment:
+            moves.append((f"segment:{segment}", -1))
+        if record.segment:
+            moves.append((f"segment:{record.segment}", 1))
+    if cluster != record.cluster:
+        if cluster >= 0:
+            moves.append((f"cluster:{cluster}", -1))
+        if record.cluster >= 0:
+            moves.append((f"cluster:{record.cluster}", 1))
+    return moves
+
+
 def settle(record: Record, proposal: Proposal, config: SegmentConfig, now_ms: int) -> bool:
     """Move the record towards the proposal through hysteresis; True if the assignment changed.
 

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stream import metrics
@@ -38,13 +39,17 @@ class Checkpoint:
         self._last_commit = time.monotonic()
         self.committed_records = 0
         self._uncommitted_records = 0
+        self._consumed: list[tuple[float, int]] = []  # (monotonic time, records) per batch
 
-    def track(self, last_offsets: dict[int, int], records: int) -> None:
-        """Record that `records` records up to these offsets (per partition) have been handled."""
+    def track(self, last_offsets: dict[int, int], records: int, consumed_at: float) -> None:
+        """Record that `records` records up to these offsets (per partition), consumed at
+        `consumed_at` (monotonic), have been handled."""
         for partition, offset in last_offsets.items():
             if offset + 1 > self._next_offsets.get(partition, -1):
                 self._next_offsets[partition] = offset + 1
         self._uncommitted_records += records
+        if records:
+            self._consumed.append((consumed_at, records))
 
     @property
     def pending(self) -> bool:
@@ -83,3 +88,7 @@ class Checkpoint:
         self._uncommitted_records = 0
         self._last_commit = time.monotonic()
         metrics.COMMITS.inc()
+        for consumed_at, records in self._consumed:
+            ages = np.array([self._last_commit - consumed_at])
+            metrics.CONSUME_TO_COMMIT.observe_many(ages, weight=records)
+        self._consumed.clear()

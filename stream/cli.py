@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -16,8 +17,9 @@ import orjson
 from confluent_kafka import KafkaException
 
 from segments.errors import SegmentsError
+from stream import logs
 from stream.errors import ConfigError, SegstreamError
-from stream.settings import Settings, load_settings
+from stream.settings import Settings, load_settings, unknown_variables
 
 logger = logging.getLogger("segstream")
 
@@ -30,13 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.set_threshold(50_000, 20, 100)
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
     try:
         settings = load_settings(_overrides(args))
+        logs.configure(settings.log.level, settings.log.format)
+        if unknown := unknown_variables(os.environ):
+            logger.warning("ignored environment variables (no such setting): %s", unknown)
         command: Command = args.command
         return command(args, settings)
     except ConfigError as exc:
@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="any librdkafka property (env: SEGSTREAM_KAFKA__CONFIG__<NAME>)",
     )
-    group.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    _flag(group, "--log-level", "SEGSTREAM_LOG__LEVEL; DEBUG, INFO, WARNING; default INFO")
+    _flag(group, "--log-format", "SEGSTREAM_LOG__FORMAT; json or text; default json")
 
     parser = argparse.ArgumentParser(
         prog="segstream", description="Real-time user segmentation for e-commerce."
@@ -94,6 +95,8 @@ _FLAG_PATHS = {
     "partitions": ("topics", "partitions"),
     "key_prefix": ("key_prefix",),
     "metrics_port": ("metrics", "port"),
+    "log_level": ("log", "level"),
+    "log_format": ("log", "format"),
 }
 
 

@@ -51,18 +51,21 @@ def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream import metrics
+    from stream.health import Health, redis_pinger, serve
     from stream.loop import Loop
     from stream.pipeline import build_handler
 
+    health = Health(settings.metrics.stall_s, redis_pinger(settings.redis.url))
+    server = serve(health, settings.metrics.port, settings.metrics.host)
     handler = build_handler(settings)
-    metrics.serve(settings.metrics.port)
-    loop = Loop(settings, handler)
+    loop = Loop(settings, handler, health)
     stop_on_signals(loop.stop)
     try:
         summary = loop.run(max_events=args.max_events, until_idle=args.until_idle)
     finally:
         handler.close()
+        if server is not None:
+            server.shutdown()
     print_json({**summary.as_dict(), "model_version": handler.sync.params.version})
     return 0 if summary.clean_exit else 3
 
@@ -254,6 +257,27 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def register_check(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="health probe of a running service: exit 0 when live (--ready: ready)",
+    )
+    p.add_argument("--ready", action="store_true",
+                   help="readiness (Kafka and Redis reachable) instead of liveness")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="where the service listens")
+    p.add_argument("--timeout", type=_positive_float, default=3.0, metavar="SECONDS")
+    p.set_defaults(command=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.probe import probe
+
+    ok, answer = probe(args.host, settings.metrics.port, ready=args.ready, timeout_s=args.timeout)
+    print_json(answer)
+    return 0 if ok else 1
+
+
 REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_run,
     register_generate,
@@ -263,4 +287,5 @@ REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_demo,
     register_bench,
     register_evaluate,
+    register_check,
 ]

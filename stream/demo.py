@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from features.store import FeatureStore
 from stream.demo_segments import segment_table
 from stream.generate import GenerateSummary, generate
+from stream.health import Health, redis_pinger, serve
 from stream.loop import Loop, RunSummary
 from stream.pipeline import build_handler
 from stream.progress import Progress
@@ -49,8 +50,10 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
         replayed = _replay(settings, workdir / "events.jsonl")
         handler = build_handler(settings)
         store = handler.store
+        health = Health(settings.metrics.stall_s, redis_pinger(settings.redis.url))
+        metrics_url = _serve_metrics(health, settings, resources)
         try:
-            service = Loop(settings, handler).run(until_idle=5.0)
+            service = Loop(settings, handler, health).run(until_idle=5.0)
         finally:
             handler.close()
         print(
@@ -61,6 +64,7 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
                 replayed=replayed,
                 service=service,
                 workdir=workdir,
+                metrics_url=metrics_url,
             )
         )
         print("\n".join(_feature_table(store, workdir / "personas.csv", settings.key_prefix)))
@@ -91,6 +95,22 @@ def _demo_settings(stack: Stack) -> Settings:
     return settings.model_copy(update={"kafka": kafka, "topics": topics})
 
 
+def _serve_metrics(health: Health, settings: Settings, resources: ExitStack) -> str:
+    """Metrics and probes while the demo's service runs, so Prometheus can watch it; a port
+    already taken only costs the demo its metrics."""
+    port = settings.metrics.port
+    try:
+        server = serve(health, port, settings.metrics.host)
+    except OSError as exc:
+        logger.warning("metrics not served on port %d: %s", port, exc)
+        return f"not served (port {port}: {exc.strerror})"
+    if server is None:
+        return "off (metrics port 0)"
+    resources.callback(server.server_close)
+    resources.callback(server.shutdown)
+    return f"http://localhost:{port}/metrics (also /healthz, /readyz) while the service ran"
+
+
 def _generate(users: int, days: float, seed: int, workdir: Path) -> GenerateSummary:
     progress = Progress("generate")
     summary = generate(
@@ -119,6 +139,7 @@ def _summary(
     replayed: ReplaySummary,
     service: RunSummary,
     workdir: Path,
+    metrics_url: str,
 ) -> str:
     data = service.as_dict()
     busy = max(service.busy_s, 1e-9)
@@ -147,6 +168,7 @@ def _summary(
         f"({busy:.1f} s; group join took {service.first_record_s:.1f} s)",
         f"dead letters by reason: {reasons}",
         f"stopped     {service.stopped_by}; clean exit: {service.clean_exit}",
+        f"metrics     {metrics_url}",
         "",
     ]
     return "\n".join(lines)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import redis
-
 
 class SegstreamError(Exception):
     """Root of every error segstream raises on purpose."""
@@ -42,13 +37,3 @@ class BrokerUnavailableError(SegstreamError):
 
 class LocalStackError(SegstreamError):
     """A local Redis or broker could not be started."""
-
-
-@contextmanager
-def redis_unavailable(what: str) -> Iterator[None]:
-    """Redis failing under `what` is transient: the loop pauses and retries the step."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-        msg = f"redis unavailable for {what}: {exc}"
-        raise TransientError(msg) from exc

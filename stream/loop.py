@@ -7,6 +7,7 @@ keeps serving rebalances, and consumption resumes once it succeeds. No record is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -15,7 +16,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+import numpy as np
+import orjson
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from features.events import Event, InvalidEvent, decode_event
 from stream import metrics
@@ -23,8 +33,9 @@ from stream.checkpoint import Checkpoint
 from stream.deadletter import dead_letter
 from stream.errors import SegstreamError, TransientError
 from stream.handler import Batch, BatchHandler
+from stream.health import Health
 from stream.publisher import Publisher
-from stream.settings import Settings, consumer_config, producer_config
+from stream.settings import Settings, consumer_config, log_client_error, producer_config
 from stream.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -74,9 +85,12 @@ class RunSummary:
 
 
 class Loop:
-    def __init__(self, settings: Settings, handler: BatchHandler) -> None:
+    def __init__(
+        self, settings: Settings, handler: BatchHandler, health: Health | None = None
+    ) -> None:
         self._settings = settings
         self._handler = handler
+        self._health = health or Health(settings.metrics.stall_s)
         self._topic = settings.topics.events
         self._stop_reason = ""
         self._failed = False
@@ -106,7 +120,8 @@ class Loop:
                 producer_config(settings), flush_timeout_s=settings.loop.flush_timeout_s
             )
             stack.callback(self._publisher.close)
-            self._consumer = Consumer(consumer_config(settings))
+            callbacks = {"stats_cb": self._on_stats, "error_cb": self._on_error}
+            self._consumer = Consumer({**consumer_config(settings), **callbacks})
             stack.callback(self._consumer.close)
             self._checkpoint = Checkpoint(
                 self._consumer,
@@ -138,6 +153,7 @@ class Loop:
         loop = self._settings.loop
         self._last_activity = time.monotonic()
         while not self._stop_reason:
+            self._health.beat()
             wanted = loop.batch_size
             if max_events is not None:
                 wanted = min(wanted, max_events - self.summary.consumed)
@@ -149,7 +165,7 @@ class Loop:
                 self._last_activity = time.monotonic()
                 if not self.summary.batches:
                     self.summary.first_record_s = self._last_activity - self._started
-                self._process(messages)
+                self._process(messages, self._last_activity)
                 self.summary.busy_s = time.monotonic() - self._started - self.summary.first_record_s
             elif until_idle is not None and self._idle_for() >= until_idle:
                 self.stop(f"idle for {until_idle}s")
@@ -162,7 +178,7 @@ class Loop:
         quiet = time.monotonic() - self._last_activity
         return quiet if self._assigned_once else quiet - JOIN_GRACE_S
 
-    def _process(self, messages: list[Message]) -> None:
+    def _process(self, messages: list[Message], consumed_at: float) -> None:
         loop = self._settings.loop
         now_ms = int(time.time() * 1000)
         records: list[Message] = []
@@ -190,7 +206,7 @@ class Loop:
         metrics.EVENTS_CONSUMED.inc(len(records))
         metrics.BATCH_SIZE.observe(len(records))
         self._handle(valid, events)
-        self._track(records)
+        self._track(records, consumed_at)
 
     def _handle(self, valid: list[Message], events: list[Event]) -> None:
         if not events:
@@ -209,6 +225,7 @@ class Loop:
             self._retry("produce", lambda m=message: self._publisher.produce(m))  # type: ignore[misc]
         self.summary.processed += len(events) - len(outcome.rejections)
         metrics.EVENTS_PROCESSED.inc(len(events) - len(outcome.rejections))
+        _observe_latency(valid, events)
 
     def _dead_letter(self, msg: Message, stage: str, invalid: InvalidEvent) -> None:
         record = dead_letter(self._settings.topics.dlq, msg, stage, invalid)
@@ -216,7 +233,7 @@ class Loop:
         self.summary.dead_lettered[invalid.reason] += 1
         metrics.EVENTS_DEAD_LETTERED.labels(stage, invalid.reason).inc()
 
-    def _track(self, records: Sequence[Message]) -> None:
+    def _track(self, records: Sequence[Message], consumed_at: float) -> None:
         last: dict[int, int] = {}
         owned = 0
         for msg in records:
@@ -225,7 +242,7 @@ class Loop:
             if partition in self._owned:
                 last[partition] = offset
                 owned += 1
-        self._checkpoint.track(last, owned)
+        self._checkpoint.track(last, owned, consumed_at)
 
     def _retry(self, step: str, action: Callable[[], T]) -> T:
         loop = self._settings.loop
@@ -250,6 +267,7 @@ class Loop:
     def _wait_serving_rebalances(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0 and not self._stop_reason:
+            self._health.beat()
             stray = self._consumer.consume(100, min(left, 0.1))
             if stray:
                 self._rewind(stray)
@@ -277,6 +295,7 @@ class Loop:
     def _final_commit(self) -> None:
         delay = self._settings.loop.backoff_initial_s
         for attempt in range(1, FINAL_COMMIT_ATTEMPTS + 1):
+            self._health.beat()
             try:
                 self._checkpoint.commit()
                 return
@@ -293,6 +312,7 @@ class Loop:
             consumer.pause(partitions)
         numbers = [tp.partition for tp in partitions]
         self._owned.update(numbers)
+        metrics.ASSIGNED_PARTITIONS.set(len(self._owned))
         self._last_activity = time.monotonic()
         self._assigned_once = True
         metrics.REBALANCES.labels("assign").inc()
@@ -319,7 +339,45 @@ class Loop:
     def _release(self, numbers: list[int]) -> None:
         self._checkpoint.forget(numbers)
         self._owned.difference_update(numbers)
+        metrics.ASSIGNED_PARTITIONS.set(len(self._owned))
+        for partition in numbers:
+            _drop_lag(partition)
         self._handler.partitions_revoked(numbers)
+
+    def _on_stats(self, raw: str) -> None:
+        """librdkafka statistics (every `statistics.interval.ms`): lag and broker state."""
+        stats = orjson.loads(raw)
+        self._health.kafka_statistics(stats)
+        partitions = stats.get("topics", {}).get(self._topic, {}).get("partitions", {})
+        for number in self._owned:
+            lag = partitions.get(str(number), {}).get("consumer_lag", -1)
+            if lag >= 0:  # -1: not known yet
+                metrics.CONSUMER_LAG.labels(str(number)).set(lag)
+
+    def _on_error(self, error: KafkaError) -> None:
+        metrics.KAFKA_ERRORS.labels(error.name()).inc()
+        self._health.kafka_error(error)
+        log_client_error(error)
+
+
+def _observe_latency(valid: Sequence[Message], events: Sequence[Event]) -> None:
+    """Per-event latencies up to now, when the batch's decisions are made, in two bulk calls."""
+    now_ms = time.time() * 1000
+    event_ms = np.fromiter((e.ts_ms for e in events), np.float64, len(events))
+    metrics.EVENT_TIME_TO_DECISION.observe_many(np.maximum(now_ms - event_ms, 0.0) / 1000)
+    record_ms = np.fromiter((_timestamp(m) for m in valid), np.float64, len(valid))
+    known = record_ms > 0
+    metrics.RECORD_TO_DECISION.observe_many(np.maximum(now_ms - record_ms[known], 0.0) / 1000)
+
+
+def _timestamp(msg: Message) -> int:
+    kind, ms = msg.timestamp()
+    return ms if kind != TIMESTAMP_NOT_AVAILABLE else 0
+
+
+def _drop_lag(partition: int) -> None:
+    with contextlib.suppress(KeyError):  # no statistics arrived while it was ours
+        metrics.CONSUMER_LAG.remove(str(partition))
 
 
 def _where(msg: Message) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from segments.model import Model
 from segments.scoring import Params, cold_params
 from segments.snapshots import seal, unseal
 from stream import metrics
-from stream.errors import redis_unavailable
+from stream.redis_calls import redis_call
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class ModelStore:
         return bool(self._call(self._publish, keys=keys_, args=[owner, version, blob]) == 1)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        with redis_unavailable("the model"):
+        with redis_call("model"):
             return fn(*args, **kwargs)
 
 
@@ -169,6 +169,8 @@ class ModelSync:
         for inputs, bought, _ in scored.labels:
             model.learn_label(inputs, bought)
         self._learned_since += len(scored.samples) + len(scored.labels)
+        metrics.SAMPLES_LEARNED.labels("segment").inc(len(scored.samples))
+        metrics.SAMPLES_LEARNED.labels("propensity").inc(len(scored.labels))
         if self._publish_due(model):
             self._publish(model)
 

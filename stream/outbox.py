@@ -16,7 +16,8 @@ from typing import Any
 import redis
 
 from features import keys, resp
-from stream.errors import TransientError, redis_unavailable
+from stream.errors import TransientError
+from stream.redis_calls import redis_call
 
 logger = logging.getLogger(__name__)
 
@@ -69,5 +70,5 @@ class Outbox:
             logger.warning("outbox cleanup postponed: %s", exc)
 
     def _execute(self, pipe: redis.client.Pipeline) -> list[Any]:
-        with redis_unavailable("the outbox"):
+        with redis_call("outbox"):
             return pipe.execute()

@@ -24,10 +24,11 @@ import redis
 from features.definitions import UserState
 from features.errors import ConflictError, StoreUnavailableError
 from features.events import Event
-from features.store import Applied, FeatureStore
+from features.store import Applied, Around, FeatureStore
 from segments.engine import Change, Engine, Scored
 from segments.validation import LiveQuality
 from stream import metrics
+from stream.census import Census
 from stream.errors import ConfigError, TransientError
 from stream.features_handler import (
     feature_store,
@@ -68,9 +69,14 @@ class SegmentHandler:
         timers: Timers,
         outbox: Outbox,
         segments_topic: str,
+        census: Census | None = None,
         pseudonymize: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
+        self.store.observe = _observe_redis
+        self._census = census
+        if census is not None:
+            census.start()
         self.engine = engine
         self.sync = sync
         self._timers = timers
@@ -90,6 +96,8 @@ class SegmentHandler:
             # A failed attempt may have written some users' states and their outbox entries;
             # the retry sees those events as duplicates, so it publishes the entries instead.
             self._retrying.update(batch.partitions)
+            if isinstance(exc, StoreUnavailableError):
+                metrics.REDIS_ERRORS.labels("store").inc()
             if isinstance(exc, StoreUnavailableError | ConflictError):
                 raise TransientError(str(exc)) from exc
             raise
@@ -126,11 +134,9 @@ class SegmentHandler:
             marks[partition] = max(marks[partition], event.ts_ms)
         return marks
 
-    def _decide(
-        self, states: dict[str, UserState], round_: _Round
-    ) -> tuple[list[bytes], list[bytes]]:
-        """Score a slice of folded users; return the commands to run around their writes:
-        the outbox entries before, the timers after."""
+    def _decide(self, states: dict[str, UserState], round_: _Round) -> Around:
+        """Score a slice of folded users; return what goes with their writes: the outbox
+        entries before, the timers after, the population tallies inside."""
         users = list(states)
         folded = list(states.values())
         now = [self.store.watermark(s.partition) for s in folded]
@@ -151,7 +157,7 @@ class SegmentHandler:
         round_.samples.samples.extend(scored.samples)
         round_.samples.labels.extend(scored.labels)
         due = ((states[u].partition, u, scored.due.get(u, 0)) for u in users)
-        return before, self._timers.schedule_commands(due)
+        return Around(before, self._timers.schedule_commands(due), scored.tallies)
 
     def _outbox_commands(
         self, round_: _Round, fresh: dict[str, tuple[int, bytes, Change]], *, rewrite: bool
@@ -184,10 +190,14 @@ class SegmentHandler:
         for _, bought, propensity in round_.samples.labels:
             self.quality.update(bought, propensity)
             metrics.LABELS_RESOLVED.labels("bought" if bought else "not_bought").inc()
-        self._account(round_, len(scored))
+        self._account(applied, round_, len(scored))
 
-    def _account(self, round_: _Round, scored: int) -> None:
+    def _account(self, applied: Applied, round_: _Round, scored: int) -> None:
+        metrics.EVENTS_APPLIED.inc(applied.applied)
+        metrics.EVENTS_SKIPPED.labels("duplicate").inc(applied.duplicates)
+        metrics.EVENTS_SKIPPED.labels("erased").inc(applied.erased)
         timers = len([u for u in round_.scored if u in round_.due])
+        metrics.TIMERS_FIRED.inc(timers)
         metrics.USERS_SCORED.labels("timer").inc(timers)
         metrics.USERS_SCORED.labels("event").inc(scored - timers)
         moves = Counter((c.previous or "(new)", c.current) for _, _, c in round_.changes.values())
@@ -221,11 +231,15 @@ class SegmentHandler:
         ]
 
     def partitions_assigned(self, partitions: Sequence[int]) -> None:
+        if self._census is not None:
+            self._census.own(partitions)
         self.store.partitions_assigned(partitions)
         self._timers.forget(partitions)
         self._recovering.update(partitions)
 
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        if self._census is not None:
+            self._census.disown(partitions)
         self.store.partitions_revoked(partitions)
         self._timers.forget(partitions)
         self._recovering.difference_update(partitions)
@@ -235,6 +249,8 @@ class SegmentHandler:
         self._outbox.committed(next_offsets)
 
     def close(self) -> None:
+        if self._census is not None:
+            self._census.close()
         self.sync.close()
 
 
@@ -283,5 +299,10 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         timers=Timers(client, settings.key_prefix),
         outbox=Outbox(client, settings.key_prefix),
         segments_topic=settings.topics.segments,
+        census=Census(client, settings.key_prefix),
         pseudonymize=pseudonymizer(settings),
     )
+
+
+def _observe_redis(call: str, seconds: float) -> None:
+    metrics.REDIS_SECONDS.labels(call).observe(seconds)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
+from features.definitions import UserState
 from features.store import FeatureStore
 from segments import policy
 from stream.errors import DeliveryError
@@ -69,6 +70,11 @@ def print_profiles(settings: Settings, users: Sequence[str] | None) -> int:
     return 1 if missing else 0
 
 
+def population_tallies(state: UserState) -> list[tuple[str, int]]:
+    """The population tallies a stored user counts in, undone when the user is erased."""
+    return policy.counted_in(policy.load(state.segment))
+
+
 def forget_users(settings: Settings, users: Sequence[str]) -> Iterator[dict[str, Any]]:
     """Erase each user: every key, an erasure record, and a tombstone on the segments topic."""
     store = feature_store(settings)
@@ -78,7 +84,7 @@ def forget_users(settings: Settings, users: Sequence[str]) -> Iterator[dict[str,
     results = []
     for user in users:
         key = stored_id(settings, user)
-        deleted = store.forget(key)
+        deleted = store.forget(key, population_tallies)
         producer.produce(settings.topics.segments, None, key.encode())
         results.append({"user_id": user, "had_data": deleted, "tombstone": True})
     undelivered = producer.flush(30)

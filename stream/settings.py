@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 from confluent_kafka import KafkaError
@@ -192,7 +192,19 @@ class PrivacySettings(BaseModel):
 class MetricsSettings(BaseModel):
     model_config = _frozen()
 
+    # /metrics, /healthz and /readyz; 0 serves nothing (tools, tests).
     port: int = Field(9400, ge=0, le=65_535)
+    # Every interface: probes and scrapers come from outside the pod or container.
+    host: str = Field("0.0.0.0", min_length=1)
+    # Liveness fails after this long without a loop iteration; a paused retry still iterates.
+    stall_s: float = Field(60.0, gt=0)
+
+
+class LogSettings(BaseModel):
+    model_config = _frozen()
+
+    level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    format: str = Field("json", pattern=r"^(json|text)$")
 
 
 class Settings(BaseSettings):
@@ -211,6 +223,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
@@ -228,6 +241,30 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     except SettingsError as exc:
         msg = f"invalid settings: {exc} (complex values are JSON)"
         raise ConfigError(msg) from None
+
+
+def is_setting(name: str) -> bool:
+    """Whether the environment variable `name` sets something; others are ignored."""
+    parts = name.removeprefix(ENV_PREFIX).lower().split("__")
+    model: type[BaseModel] = Settings
+    for i, part in enumerate(parts):
+        info = model.model_fields.get(part)
+        if info is None:
+            return False
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        rest = parts[i + 1 :]
+        # A mapping (kafka.config) takes one more part: SEGSTREAM_KAFKA__CONFIG__<NAME>.
+        return not rest or (get_origin(annotation) is dict and len(rest) == 1)
+    return False
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """`SEGSTREAM_*` variables that set nothing: typos, or names injected by a platform (such
+    as Kubernetes service links), so they are reported, not refused."""
+    return sorted(n for n in environ if n.startswith(ENV_PREFIX) and not is_setting(n))
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -268,11 +305,11 @@ def _client_base(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "logger": logging.getLogger("librdkafka"),
-        "error_cb": _log_client_error,
+        "error_cb": log_client_error,
     }
 
 
-def _log_client_error(err: KafkaError) -> None:
+def log_client_error(err: KafkaError) -> None:
     logger.warning("kafka client error: %s (%s)", err.str(), err.name())
 
 
@@ -289,6 +326,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         "session.timeout.ms": kafka.session_timeout_ms,
         "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
+        # Consumer lag per partition and broker state for metrics and readiness.
+        "statistics.interval.ms": 5_000,
         **kafka.config,
     }
 

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from features import keys, resp
-from stream.errors import redis_unavailable
+from stream.redis_calls import redis_call
 
 MAX_DUE_PER_BATCH = 5_000
 
@@ -66,7 +66,7 @@ class Timers:
     def schedule(self, due: Iterable[tuple[int, str, int]]) -> None:
         commands = self.schedule_commands(due)
         if commands:
-            with redis_unavailable("timers"):
+            with redis_call("timers"):
                 resp.execute(self._redis, [b"".join(commands)], len(commands))
 
     def forget(self, partitions: Sequence[int]) -> None:
@@ -78,7 +78,7 @@ class Timers:
         return keys.timers(self._prefix, partition).encode()
 
     def _execute(self, pipe: redis.client.Pipeline) -> list[Any]:
-        with redis_unavailable("timers"):
+        with redis_call("timers"):
             return pipe.execute()
 
 

@@ -12,7 +12,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -568,6 +569,31 @@ def test_no_change_is_lost_or_duplicated_after_kill_9(settings: Settings, tmp_pa
         for k in range(1, n):
             after = by_id[f"{user}:{k + 1}"][0]["previous"]
             assert by_id[f"{user}:{k}"][0]["current"]["segment"] == after["segment"], user
+    # The population tallies count every user once, in their current segment and cluster,
+    # through the kill, the re-read batches and the retries.
+    assert tallies(settings) == truth(profiles.values())
+    # Erasure takes the user out of the counts too.
+    gone = sorted(users)[0]
+    forget = subprocess.run(segstream("forget", gone), env=env, capture_output=True, check=False)
+    assert forget.returncode == 0, forget.stderr.decode()[-2000:]
+    del profiles[gone]
+    assert tallies(settings) == truth(profiles.values())
+
+
+def tallies(settings: Settings) -> dict[str, int]:
+    raw = client_for(settings).hgetall(keys.tallies(settings.key_prefix))
+    counts = {k.decode(): int(v) for k, v in raw.items()}
+    return {k: v for k, v in counts.items() if v}
+
+
+def truth(profiles: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counted: Counter[str] = Counter()
+    for shown in profiles:
+        segment = shown["segment"]
+        counted[f"segment:{segment['segment']}"] += 1
+        if segment["cluster"] is not None:
+            counted[f"cluster:{segment['cluster']}"] += 1
+    return dict(counted)
 
 
 # -- 5. signatures -----------------------------------------------------------------------------

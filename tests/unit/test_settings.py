@@ -11,6 +11,7 @@ from stream.settings import (
     load_settings,
     producer_config,
     redact_url,
+    unknown_variables,
 )
 
 pytestmark = pytest.mark.unit
@@ -131,3 +132,14 @@ def test_cli_flag_x_passes_librdkafka_settings() -> None:
     s = load_settings(_overrides(args))
     assert consumer_config(s)["socket.timeout.ms"] == "1234"
     assert s.kafka.group_id == "g"
+
+
+def test_unknown_segstream_variables_are_reported_by_name() -> None:
+    environ = {
+        "SEGSTREAM_KEY_PREFIX": "x",
+        "SEGSTREAM_KEY_PREFX": "typo",
+        "SEGSTREAM_KAFKA__CONFIG__SECURITY_PROTOCOL": "SSL",
+        "SEGSTREAM_SERVICE_HOST": "10.0.0.1",
+        "HOME": "/root",
+    }
+    assert unknown_variables(environ) == ["SEGSTREAM_KEY_PREFX", "SEGSTREAM_SERVICE_HOST"]

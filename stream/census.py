@@ -1,0 +1,85 @@
+"""Gauges read from Redis every few seconds: users per segment and cluster, timers pending.
+
+The populations are tallies that move inside each user's compare-and-set (see
+`features.store`), so they count every user exactly once whatever crashed or was retried. Every
+instance exports the same global figures; dashboards take `max by (segment)`. A thread of its
+own reads them, so they follow the other instances' writes while this one is idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import redis
+
+from features import keys
+from stream import metrics
+from stream.errors import TransientError
+from stream.redis_calls import redis_call
+
+logger = logging.getLogger(__name__)
+
+CENSUS_EVERY_S = 5.0
+
+
+class Census:
+    def __init__(self, client: redis.Redis, prefix: str, every_s: float = CENSUS_EVERY_S) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._owned: set[int] = set()
+        self._shown: dict[str, set[str]] = {"segment": set(), "cluster": set()}
+
+    def own(self, partitions: Sequence[int]) -> None:
+        self._owned.update(partitions)
+
+    def disown(self, partitions: Sequence[int]) -> None:
+        self._owned.difference_update(partitions)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="census", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.update()
+            except TransientError as exc:  # counted as a Redis error; the next round retries
+                logger.debug("census skipped: %s", exc)
+            if self._stop.wait(self._every_s):
+                return
+
+    def update(self) -> None:
+        """Read the figures now; raises `TransientError` if Redis is away."""
+        owned = sorted(self._owned)
+        with redis_call("population"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hgetall(keys.tallies(self._prefix))
+            for partition in owned:
+                pipe.zcard(keys.timers(self._prefix, partition))
+            tallies, *pending = pipe.execute()
+        self._show(tallies)
+        metrics.TIMERS_PENDING.set(sum(pending))
+
+    def _show(self, tallies: dict[bytes, bytes]) -> None:
+        seen: dict[str, dict[str, int]] = {"segment": {}, "cluster": {}}
+        for raw_field, raw_count in tallies.items():
+            kind, _, name = raw_field.decode().partition(":")
+            if kind in seen:
+                seen[kind][name] = int(raw_count)
+        for kind, gauge in (("segment", metrics.SEGMENT_USERS), ("cluster", metrics.CLUSTER_USERS)):
+            for name, count in seen[kind].items():
+                gauge.labels(name).set(count)
+            # A name no longer in the tallies (config changed) stops being exported.
+            for gone in self._shown[kind] - seen[kind].keys():
+                gauge.remove(gone)
+            self._shown[kind] = set(seen[kind])
