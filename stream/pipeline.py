@@ -75,8 +75,6 @@ class SegmentHandler:
         self.store = store
         self.store.observe = _observe_redis
         self._census = census
-        if census is not None:
-            census.start()
         self.engine = engine
         self.sync = sync
         self._timers = timers
@@ -109,14 +107,13 @@ class SegmentHandler:
         users = {e.user_id for e in events}
         due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
         round_ = _Round(due, _last_offsets(batch))
-        with metrics.REDIS_SECONDS.labels("apply").time():
-            applied = self.store.apply(
-                events,
-                batch.partitions,
-                batch.offsets,
-                extra_users=list(due),
-                on_folded=lambda states: self._decide(states, round_),
-            )
+        applied = self.store.apply(
+            events,
+            batch.partitions,
+            batch.offsets,
+            extra_users=list(due),
+            on_folded=lambda states: self._decide(states, round_),
+        )
         self.last = applied
         self._recovering -= set(batch.partitions)
         self._retrying -= set(batch.partitions)
@@ -292,6 +289,8 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         refresh_interval_s=segments.refresh_interval_s,
         lease_ttl_s=segments.lease_ttl_s,
     )
+    census = Census(client, settings.key_prefix)
+    census.start()
     return SegmentHandler(
         feature_store(settings, client),
         Engine(config, rules.windows),
@@ -299,7 +298,7 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         timers=Timers(client, settings.key_prefix),
         outbox=Outbox(client, settings.key_prefix),
         segments_topic=settings.topics.segments,
-        census=Census(client, settings.key_prefix),
+        census=census,
         pseudonymize=pseudonymizer(settings),
     )
 
