@@ -55,12 +55,14 @@ class Census:
                 self.update()
             except TransientError as exc:  # counted as a Redis error; the next round retries
                 logger.debug("census skipped: %s", exc)
+            except Exception:  # the gauges go stale, the service goes on
+                logger.exception("census failed; retrying in %.0fs", self._every_s)
             if self._stop.wait(self._every_s):
                 return
 
     def update(self) -> None:
         """Read the figures now; raises `TransientError` if Redis is away."""
-        owned = sorted(self._owned)
+        owned = sorted(self._owned.copy())  # one C call: the loop's thread may change the set
         with redis_call("population"):
             pipe = self._redis.pipeline(transaction=False)
             pipe.hgetall(keys.tallies(self._prefix))
