@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import (
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
@@ -39,14 +40,20 @@ REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 class BulkHistogram(Collector):
     """A histogram observed a batch at a time; same exposition as prometheus-client's."""
 
-    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         self.name = name
         self._documentation = documentation
         self._bounds = np.asarray(buckets, dtype=np.float64)
         self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)
         self._sum = 0.0
         self._lock = threading.Lock()
-        REGISTRY.register(self)
+        registry.register(self)
 
     def observe_many(self, values: npt.NDArray[np.float64], weight: int = 1) -> None:
         """Count each value (seconds) `weight` times."""

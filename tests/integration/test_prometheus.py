@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -21,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from stream.localstack import free_port
 from stream.settings import Settings
 from tests.dashboard import panel_queries
 from tests.integration.test_cli import env_for, segstream
@@ -28,12 +28,6 @@ from tests.integration.test_cli import env_for, segstream
 pytestmark = pytest.mark.integration
 
 SCRAPE_S = 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Prometheus:
@@ -56,7 +50,7 @@ class Prometheus:
 def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, int]]:
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: apt-get install prometheus (.ci/run does)"
-    target, port = _free_port(), _free_port()
+    target, port = free_port(), free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         f"global: {{scrape_interval: {SCRAPE_S}s, evaluation_interval: {SCRAPE_S}s}}\n"

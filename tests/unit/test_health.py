@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from collections.abc import Iterator
 from urllib.error import HTTPError
@@ -13,15 +12,10 @@ from confluent_kafka import KafkaError
 
 from stream import cli
 from stream.health import Health, serve
+from stream.localstack import free_port
 from stream.probe import probe
 
 pytestmark = pytest.mark.unit
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Redis:
@@ -43,7 +37,7 @@ def health(redis_ping: Redis) -> Health:
 
 @pytest.fixture
 def port(health: Health) -> Iterator[int]:
-    number = _free_port()
+    number = free_port()
     server = serve(health, number, "127.0.0.1")
     assert server is not None
     yield number
@@ -108,7 +102,7 @@ def test_http_endpoints_answer_metrics_and_probes(port: int, health: Health) -> 
 
 
 def test_probe_reports_an_unreachable_service_as_not_ok() -> None:
-    ok, answer = probe("127.0.0.1", _free_port(), ready=False, timeout_s=1.0)
+    ok, answer = probe("127.0.0.1", free_port(), ready=False, timeout_s=1.0)
     assert not ok
     assert "no answer from http://127.0.0.1:" in str(answer["error"])
 
@@ -123,5 +117,5 @@ def test_check_command_exit_code_follows_the_probe(
     assert cli.main(["check"]) == 0  # still live
     assert cli.main(["check", "--ready"]) == 1
     assert orjson.loads(capsys.readouterr().out.split("}\n")[-2] + "}")["status"] == 503
-    monkeypatch.setenv("SEGSTREAM_METRICS__PORT", str(_free_port()))
+    monkeypatch.setenv("SEGSTREAM_METRICS__PORT", str(free_port()))
     assert cli.main(["check"]) == 1

@@ -14,15 +14,7 @@ BOUNDS = (0.01, 0.1, 1.0)
 
 
 def _bulk(name: str) -> metrics.BulkHistogram:
-    bulk = metrics.BulkHistogram.__new__(metrics.BulkHistogram)
-    # Same state as __init__, without registering in the process-wide registry.
-    bulk.name = name
-    bulk._documentation = "test"
-    bulk._bounds = np.asarray(BOUNDS)
-    bulk._counts = np.zeros(len(BOUNDS) + 1, dtype=np.int64)
-    bulk._sum = 0.0
-    bulk._lock = metrics.threading.Lock()
-    return bulk
+    return metrics.BulkHistogram(name, "test", BOUNDS, registry=CollectorRegistry())
 
 
 def _samples(families: object) -> dict[tuple[str, str], float]:
