@@ -23,6 +23,7 @@ from features.definitions import (
     PURCHASE,
     RECENCY_CAP_DAYS,
     SPEND,
+    TENURE_CAP_DAYS,
     TYPE_NAMES,
     TYPES,
     UserState,
@@ -36,8 +37,8 @@ Derive = Callable[[Matrix, npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 # Raw fields read per user, in this order, before any window sums.
 _N_TYPES: Final = len(TYPES)
 (_SPEND, _ORDERS, _SESSIONS, _RATING_SUM, _RATING_COUNT, _PRICE_SUM, _PRICE_COUNT, _CATEGORIES,
- _LAST_PURCHASE, _LAST_SEEN) = range(_N_TYPES, _N_TYPES + 10)  # fmt: skip
-_BASE: Final = _N_TYPES + 10
+ _LAST_PURCHASE, _LAST_SEEN, _FIRST_SEEN) = range(_N_TYPES, _N_TYPES + 11)  # fmt: skip
+_BASE: Final = _N_TYPES + 11
 _VIEWS: Final = 0
 _CARTS: Final = 2
 
@@ -78,7 +79,7 @@ class Columns:
     def _raw(self, s: UserState, now_ms: int) -> list[float]:
         row = [
             *s.counts, s.spend, s.orders, s.sessions, s.rating_sum, s.rating_count, s.price_sum,
-            s.price_count, len(s.categories), s.last_purchase, s.last_seen,
+            s.price_count, len(s.categories), s.last_purchase, s.last_seen, s.first_seen,
         ]  # fmt: skip
         for i in self._used:
             row += _window_sums(s, self._windows[i], i, now_ms)
@@ -129,8 +130,17 @@ def _days_since(ts: npt.NDArray[np.float64], now: npt.NDArray[np.float64]) -> Ma
     return np.where(ts == 0, RECENCY_CAP_DAYS, days)
 
 
+def _tenure(first: npt.NDArray[np.float64], now: npt.NDArray[np.float64]) -> Matrix:
+    days = np.clip((now - first) / DAY_MS, 0.0, TENURE_CAP_DAYS)
+    return np.where(first == 0, 0.0, days)
+
+
 def _column(i: int) -> Derive:
     return lambda b, now: b[:, i]
+
+
+def _per_session(i: int) -> Derive:
+    return lambda b, now: b[:, i] / np.maximum(b[:, _SESSIONS], 1.0)
 
 
 _LIFETIME: Final[dict[str, Derive]] = {
@@ -150,4 +160,6 @@ _LIFETIME: Final[dict[str, Derive]] = {
     "mean_rating": lambda b, now: _ratio(b[:, _RATING_SUM], b[:, _RATING_COUNT]),
     "recency_days": lambda b, now: _days_since(b[:, _LAST_PURCHASE], now),
     "days_since_last_seen": lambda b, now: _days_since(b[:, _LAST_SEEN], now),
+    "tenure_days": lambda b, now: _tenure(b[:, _FIRST_SEEN], now),
+    **{f"{n}_per_session": _per_session(i) for i, n in enumerate(TYPE_NAMES)},
 }

@@ -36,6 +36,7 @@ ID_MEMORY_MS: Final = DAY_MS
 MAX_CATEGORIES: Final = 32
 TOP_CATEGORIES: Final = 3
 RECENCY_CAP_DAYS: Final = 365.0
+TENURE_CAP_DAYS: Final = 3650.0
 # A user's late records are remembered (for re-delivery after a crash) up to this many; a client
 # flushing a buffer of old events stays well inside it.
 MAX_LATE_KEPT: Final = 1024
@@ -248,6 +249,9 @@ def compute_features(
     views, carts, purchases = counts[0], counts[2], counts[4]
     out: dict[str, Value] = {"events_total": sum(counts)}
     out.update({f"{name}_total": counts[i] for i, name in enumerate(TYPE_NAMES)})
+    # Behaviour per visit, whatever the user's tenure (a session-less stream counts one visit).
+    visits = max(state.sessions, 1)
+    out.update({f"{n}_per_session": round(counts[i] / visits, 4) for i, n in enumerate(TYPE_NAMES)})
     out.update(
         spend_total=round(state.spend, 2),
         orders_total=state.orders,
@@ -256,6 +260,7 @@ def compute_features(
         sessions=state.sessions,
         recency_days=_days_since(state.last_purchase, now_ms),
         days_since_last_seen=_days_since(state.last_seen, now_ms),
+        tenure_days=_tenure(state.first_seen, now_ms),
         frequency=state.orders,
         monetary=round(state.spend, 2),
         avg_order_value=round(state.spend / state.orders, 2) if state.orders else 0.0,
@@ -278,6 +283,13 @@ def compute_features(
 
 def top_categories(categories: dict[str, int], k: int = TOP_CATEGORIES) -> list[str]:
     return [c for c, _ in sorted(categories.items(), key=lambda item: (-item[1], item[0]))[:k]]
+
+
+def _tenure(first_seen: int, now_ms: int) -> float:
+    """Days since the user was first seen (0 for a user never seen)."""
+    if not first_seen:
+        return 0.0
+    return round(min(TENURE_CAP_DAYS, max(0.0, (now_ms - first_seen) / DAY_MS)), 4)
 
 
 def _days_since(ts: int, now_ms: int) -> float:
@@ -312,7 +324,8 @@ def _same(value: float) -> float:
 def catalog(windows: Sequence[Window] = DEFAULT_WINDOWS) -> tuple[FeatureDef, ...]:
     """The numeric features a model may use (timestamps and category names are left out)."""
     counts = ["events_total", *(f"{n}_total" for n in TYPE_NAMES), "orders_total", "sessions"]
-    counts += ["frequency", "review_count", "distinct_categories"]
+    counts += ["frequency", "review_count", "distinct_categories", "tenure_days"]
+    counts += [f"{n}_per_session" for n in TYPE_NAMES]
     for window in windows:
         counts += [f"events_{window.name}", f"orders_{window.name}"]
         counts += [f"{n}_{window.name}" for n in TYPE_NAMES]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from features.definitions import (
     DEFAULT_WINDOWS,
     RECENCY_CAP_DAYS,
+    TENURE_CAP_DAYS,
     TYPE_NAMES,
     TYPES,
     Value,
@@ -84,6 +85,13 @@ def features_of(events: Sequence[Event], now: int, windows: Sequence[Window]) ->
     views, carts = counts["view"], counts["add_to_cart"]
     out: dict[str, Value] = {"events_total": len(events)}
     out.update({f"{n}_total": counts[t] for t, n in zip(TYPES, TYPE_NAMES, strict=True)})
+    visits = max(1, len({e.session_id for e in events if e.session_id is not None}))
+    out.update(
+        {
+            f"{n}_per_session": round(counts[t] / visits, 4)
+            for t, n in zip(TYPES, TYPE_NAMES, strict=True)
+        }
+    )
     out.update(
         spend_total=round(spend, 2),
         orders_total=orders,
@@ -92,6 +100,7 @@ def features_of(events: Sequence[Event], now: int, windows: Sequence[Window]) ->
         sessions=len({e.session_id for e in events if e.session_id is not None}),
         recency_days=_days(max((e.ts_ms for e in purchases), default=0), now),
         days_since_last_seen=_days(max((e.ts_ms for e in events), default=0), now),
+        tenure_days=_tenure(min((e.ts_ms for e in events), default=0), now),
         frequency=orders,
         monetary=round(spend, 2),
         avg_order_value=round(spend / orders, 2) if orders else 0.0,
@@ -123,6 +132,12 @@ def _inside(ts: int, window: Window, now: int) -> bool:
 
 def _spend(event: Event) -> float:
     return (event.price or 0.0) * (1 if event.quantity is None else event.quantity)
+
+
+def _tenure(first: int, now: int) -> float:
+    if not first:
+        return 0.0
+    return round(min(TENURE_CAP_DAYS, max(0.0, (now - first) / DAY_MS)), 4)
 
 
 def _days(ts: int, now: int) -> float:

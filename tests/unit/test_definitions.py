@@ -116,6 +116,13 @@ SHOPPER_LIFETIME: dict[str, Value] = {
     "orders_total": 2,  # o1 (two lines) and e10 (no order id: the event is its own order)
     "frequency": 2,
     "sessions": 3,
+    # Per visit: 3 sessions.
+    "views_per_session": 1.0,
+    "searches_per_session": 0.3333,
+    "add_to_cart_per_session": 0.6667,
+    "remove_from_cart_per_session": 0.3333,
+    "purchases_per_session": 1.0,
+    "reviews_per_session": 0.6667,
     "first_seen": T0,
     "last_seen": T0 + 3 * HOUR + 1,
     "avg_order_value": 67.48,  # 134.96 / 2
@@ -152,6 +159,7 @@ def test_shopper_read_at_the_watermark() -> None:
         **SHOPPER_LIFETIME,
         "recency_days": 0.0417,  # last purchase 1 h - 1 ms before: 1/24 day
         "days_since_last_seen": 0.0,
+        "tenure_days": 0.125,  # 3 h since the first event
         # 1h: buckets of 150 s, the 24 ending at now's reach back to T0 + 2h 2m 30s: the reviews.
         **window_block("1h", events=2, reviews=2),
         **window_block("24h", **ALL_OF_SHOPPER),
@@ -168,6 +176,7 @@ def test_shopper_read_a_day_later() -> None:
         **SHOPPER_LIFETIME,
         "recency_days": 0.9167,  # 22 h since the purchase at T0 + 2h
         "days_since_last_seen": 0.875,  # 21 h (less 1 ms) since the last review
+        "tenure_days": 1.0,
         **window_block("1h"),
         # 24h: hourly buckets; read at T0 + 24h the oldest counted is T0 + 1h, so only e10-e12.
         **window_block("24h", events=3, purchases=1, reviews=2, spend=19.99, orders=1),
@@ -715,8 +724,9 @@ def test_catalog_lists_every_numeric_feature_once() -> None:
     defs = catalog()
     names = [d.name for d in defs]
 
-    # 12 lifetime counts + 8 counts per window + 4 money + 1 spend per window + 3 ratios + 2 ages
-    assert len(defs) == 12 + 8 * 4 + 4 + 4 + 3 + 2 == 57
+    # 13 lifetime counts (tenure too) + 6 per-session rates + 8 counts per window + 4 money
+    # + 1 spend per window + 3 ratios + 2 ages
+    assert len(defs) == 13 + 6 + 8 * 4 + 4 + 4 + 3 + 2 == 64
     assert len(set(names)) == len(names)
     features = compute_features(UserState(), T0)
     assert set(names) <= set(features)
@@ -729,7 +739,7 @@ def test_catalog_follows_the_windows() -> None:
 
     names = [d.name for d in catalog(windows)]
 
-    assert len(names) == 12 + 8 * 2 + 4 + 2 + 3 + 2
+    assert len(names) == 13 + 6 + 8 * 2 + 4 + 2 + 3 + 2
     assert {"views_30m", "spend_2d", "orders_2d"} <= set(names)
     assert not any(n.endswith("_24h") for n in names)
 
