@@ -61,8 +61,18 @@ def model_current(prefix: str) -> str:
 
 
 def model_snapshot(prefix: str, version: int) -> str:
-    """String: a signed snapshot of one model version."""
+    """String: the signed scoring parameters of one model version."""
     return f"{model_tag(prefix)}:v{version}"
+
+
+def model_trainer(prefix: str) -> str:
+    """String: the signed trainer's model as of the current version (a new trainer resumes it)."""
+    return f"{model_tag(prefix)}:trainer"
+
+
+def model_meta(prefix: str) -> str:
+    """String: JSON describing the current version (fingerprint, samples, quality)."""
+    return f"{model_tag(prefix)}:meta"
 
 
 def model_lease(prefix: str) -> str:

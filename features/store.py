@@ -63,6 +63,9 @@ end
 return 1
 """
 MAX_CONFLICT_ROUNDS: Final = 5
+# A state written after its TTL ran out in event time (an old event applied late) still lives
+# this long, so the write is not lost before it can be read.
+MIN_TTL_S: Final = 3_600
 # Users folded (and shown to the batch's `on_folded`) before their writes are sent.
 FOLD_SLICE: Final = 1_000
 _WRITE_ARGS: Final = b"%b" + b"$%d\r\n%b\r\n" * 5
@@ -79,8 +82,10 @@ class Around(NamedTuple):
 
 # The tallies a stored state counts in (field, delta), to undo them when the user is erased.
 TalliesOf = Callable[[UserState], list[tuple[str, int]]]
-# Sees a slice of the batch's folded states (user -> state) before they are written.
-OnFolded = Callable[[dict[str, UserState]], Around]
+# Sees a slice of the batch's folded states (user -> state) before they are written, and the
+# users among them that applied at least one event (the others only saw duplicates, late or
+# no events).
+OnFolded = Callable[[dict[str, UserState], set[str]], Around]
 
 _NOTHING_AROUND: Final = Around([], [], {})
 
@@ -122,7 +127,7 @@ class FeatureStore:
         prefix: str,
         rules: Rules | None = None,
         *,
-        ttl_s: int = 90 * 86_400,
+        ttl_s: int = 365 * 86_400,
         cache_users: int = 200_000,
     ) -> None:
         self._redis = client
@@ -135,7 +140,7 @@ class FeatureStore:
         self._raise_watermarks = client.register_script(_RAISE_WATERMARKS)
         self._write_head = resp.evalsha_prefix(self._write.sha, 2, 3)
         self._tallies_key = keys.tallies(prefix).encode()
-        self._ttl = b"%d" % ttl_s
+        self._ttl_s = ttl_s
         self._scripts_loaded = False
         # Pipelined requests sent to Redis by `apply` (each is one network round trip).
         self.round_trips = 0
@@ -268,11 +273,14 @@ class FeatureStore:
         position = 0
         for start in range(0, len(users), FOLD_SLICE):
             part = users[start : start + FOLD_SLICE]
+            applied = set()
             for user in part:
-                folded[user] = (current[user], self._fold_one(batch, current[user].state, user))
-            before, after, tallies = (
-                on_folded({u: current[u].state for u in part}) if on_folded else _NOTHING_AROUND
-            )
+                outcomes = self._fold_one(batch, current[user].state, user)
+                folded[user] = (current[user], outcomes)
+                if APPLIED in outcomes:
+                    applied.add(user)
+            states = {u: current[u].state for u in part}
+            before, after, tallies = on_folded(states, applied) if on_folded else _NOTHING_AROUND
             yield from before
             yield from (self._write_call(u, current[u], tallies.get(u)) for u in part)
             yield from after
@@ -364,11 +372,12 @@ class FeatureStore:
         erased_key = self._erased_key(user)
         expected = _version(cached.version)
         value = b"%010d%b" % (cached.version + 1, _encode(cached.state))
+        ttl = self._ttl_of(cached.state)
         if tallies:
             moves = [x for name, delta in tallies for x in (name.encode(), b"%d" % delta)]
             return resp.command(
                 b"EVALSHA", self._write.sha.encode(), b"3", state_key, erased_key,
-                self._tallies_key, expected, value, self._ttl, *moves,
+                self._tallies_key, expected, value, ttl, *moves,
             )  # fmt: skip
         return _WRITE_ARGS % (
             self._write_head,
@@ -376,8 +385,16 @@ class FeatureStore:
             len(erased_key), erased_key,
             len(expected), expected,
             len(value), value,
-            len(self._ttl), self._ttl,
+            len(ttl), ttl,
         )  # fmt: skip
+
+    def _ttl_of(self, state: UserState) -> bytes:
+        """Seconds the state is kept after this write: the TTL counts from the user's last
+        event in event time, so re-scoring a quiet user does not keep them for ever."""
+        if not self._ttl_s:
+            return b"0"
+        idle_s = (self._watermarks.get(state.partition, 0) - state.last_seen) // 1000
+        return b"%d" % max(MIN_TTL_S, self._ttl_s - max(idle_s, 0))
 
     def _key(self, user: str) -> bytes:
         return keys.state(self._prefix, user).encode()
@@ -443,22 +460,24 @@ class FeatureStore:
     def profiles(self, batch: int = 500) -> Iterator[dict[str, Any]]:
         """Every stored user's profile (SCAN, so it walks a live keyspace without blocking it)."""
         marks = self.stored_watermarks()
+        for user, state in self.states(batch):
+            yield self.describe(user, state, marks)
+
+    def states(self, batch: int = 500) -> Iterator[tuple[str, UserState]]:
+        """Every stored user's state, `batch` keys per SCAN step and read."""
         pattern = keys.state_pattern(self._prefix)
         cursor = None
         while cursor != 0:
             cursor, found = self._call(
                 self._redis.scan, cursor=cursor or 0, match=pattern, count=batch
             )
-            users = [keys.user_of(self._prefix, _text(key)) for key in found]
-            yield from self._describe_many([u for u in users if u is not None], marks)
-
-    def _describe_many(self, users: list[str], marks: dict[int, int]) -> Iterator[dict[str, Any]]:
-        pipe = self._redis.pipeline(transaction=False)
-        for user in users:
-            pipe.get(keys.state(self._prefix, user))
-        for user, value in zip(users, self._call(pipe.execute), strict=True):
-            if value:
-                yield self.describe(user, _cached(value).state, marks)
+            users = [u for key in found if (u := keys.user_of(self._prefix, _text(key)))]
+            pipe = self._redis.pipeline(transaction=False)
+            for user in users:
+                pipe.get(keys.state(self._prefix, user))
+            for user, value in zip(users, self._call(pipe.execute), strict=True):
+                if value:
+                    yield user, _cached(value).state
 
     def describe(self, user_id: str, state: UserState, marks: dict[int, int]) -> dict[str, Any]:
         now = marks.get(state.partition, state.last_seen)
