@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -19,16 +19,34 @@ import numpy.typing as npt
 from features.columns import Columns, numeric_names
 from features.definitions import DEFAULT_WINDOWS, UserState, Window, catalog
 from segments.config import RFM_FEATURES, SegmentConfig
-from segments.policy import Proposal, Record, assignment, dump, load, moved, next_due, settle
+from segments.policy import (
+    Proposal,
+    Record,
+    Settled,
+    assignment,
+    dump,
+    load,
+    moved,
+    next_due,
+    settle,
+)
 from segments.rules import RuleSet
-from segments.scoring import Params, Scores, score
+from segments.scoring import Params, Scores, rfm, score
 
 SAMPLE_BUCKETS: Final = 1 << 16
 
 
+SEGMENT: Final = "segment"
+MEMBERSHIP: Final = "membership"
+# Features whose larger values mean less value (the others, more), for nudging by the margin.
+DAY_FEATURES: Final = frozenset({"recency_days", "days_since_last_seen"})
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One published segment change (the payload is the output contract, without emitted_at)."""
+    """One published change (the payload is the output contract, without emitted_at): of the
+    user's segment or band (`kind` SEGMENT), or entering or leaving a rule segment
+    (MEMBERSHIP; `current` is the rule, `previous` None on entering)."""
 
     user_id: str
     change_id: str
@@ -36,16 +54,35 @@ class Change:
     previous: str | None
     current: str
     payload: dict[str, Any]
+    proposed_ms: int = 0  # event time the new assignment was first proposed
+    kind: str = SEGMENT
+
+
+class Sample(NamedTuple):
+    """A scored user for the trainer: model inputs (transformed, unscaled) and RFM values."""
+
+    user: str
+    inputs: list[float]
+    frequency: float
+    monetary: float
+
+
+class Label(NamedTuple):
+    """A resolved propensity snapshot: the inputs at scoring time, whether a purchase followed
+    within the horizon, the score given then (-1: none), and the event time it resolved."""
+
+    inputs: list[float]
+    bought: bool
+    propensity: float
+    time_ms: int
 
 
 @dataclass
 class Scored:
     changes: list[Change] = field(default_factory=list)
     due: dict[str, int] = field(default_factory=dict)  # user -> next timer (0: none)
-    # Sampled users for the trainer: model inputs and (frequency, monetary).
-    samples: list[tuple[list[float], float, float]] = field(default_factory=list)
-    # Resolved propensity snapshots: inputs, whether a purchase followed, the score given then.
-    labels: list[tuple[list[float], bool, float]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
     # Population tallies (field, delta) that move with each user's write; only users who moved.
     tallies: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
@@ -63,8 +100,12 @@ class Engine:
         self._rule_columns = [index[n] for n in self.rules.features]
         logged = {d.name for d in catalog(windows) if d.logged}
         self._logged = np.array([n in logged for n in model])
-        self._learn_cut = int(config.learn_rate * SAMPLE_BUCKETS)
         self._label_cut = int(config.label_rate * SAMPLE_BUCKETS)
+        # Multiplies each column to nudge a user's values towards more value (divides: less).
+        margin = 1.0 + config.segment_margin
+        self._nudge = np.array(
+            [1.0 / margin if n in DAY_FEATURES else margin for n in self.columns.names]
+        )
 
     def score(
         self,
@@ -73,17 +114,27 @@ class Engine:
         states: Sequence[UserState],
         now: Sequence[int],
         timer: Sequence[bool],
+        *,
+        learn_share: float = 0.0,
     ) -> Scored:
-        """Decide for every user; each state's `segment` record is updated in place."""
+        """Decide for every user; each state's `segment` record is updated in place. A
+        `learn_share` of the users (by a hash of user and time) become samples for the trainer."""
         if not users:
             return Scored()
         raw = self.columns.matrix(states, now)
         inputs = self.inputs(raw)
         scores = score(params, inputs, raw[:, self._rfm], self.config.recency_days)
-        view = _View(params, scores, self._matching_rules(raw), inputs, raw)
+        up, down = raw * self._nudge, raw / self._nudge
+        near = (
+            rfm(params, up[:, self._rfm], self.config.recency_days)[1],
+            rfm(params, down[:, self._rfm], self.config.recency_days)[1],
+        )
+        rules = self._matching_rules(raw, up, down)
+        view = _View(params, scores, near, rules, inputs, raw)
         out = Scored()
+        cut = int(learn_share * SAMPLE_BUCKETS)
         for i, (user, state) in enumerate(zip(users, states, strict=True)):
-            self._decide(view, i, user, state, now[i], timer[i], out)
+            self._decide(view, i, user, state, (now[i], timer[i], cut), out)
         return out
 
     def inputs(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -92,23 +143,40 @@ class Engine:
         inputs[:, self._logged] = np.log1p(np.maximum(inputs[:, self._logged], 0.0))
         return inputs
 
-    def _matching_rules(self, raw: npt.NDArray[np.float64]) -> list[list[str]]:
+    def _matching_rules(
+        self,
+        raw: npt.NDArray[np.float64],
+        up: npt.NDArray[np.float64],
+        down: npt.NDArray[np.float64],
+    ) -> tuple[list[list[str]], list[list[str]]]:
+        """Per user, the rules matching now, and those matching now or nudged either way."""
         names = self.rules.names
         if not names:
-            return [[] for _ in range(len(raw))]
-        columns = {
-            n: raw[:, i] for n, i in zip(self.rules.features, self._rule_columns, strict=True)
-        }
-        hits = self.rules.evaluate(columns)
-        return [[names[j] for j in np.flatnonzero(row)] for row in hits]
+            empty: list[list[str]] = [[] for _ in range(len(raw))]
+            return empty, empty
+        hits = self._hits(raw)
+        near = hits | self._hits(up) | self._hits(down)
+        return _names(hits, names), _names(near, names)
+
+    def _hits(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        features = zip(self.rules.features, self._rule_columns, strict=True)
+        return self.rules.evaluate({n: values[:, i] for n, i in features})
 
     def _decide(  # noqa: PLR0917 - one call per user on the hot path
-        self, view: _View, i: int, user: str, state: UserState, now: int, timer: bool, out: Scored
+        self,
+        view: _View,
+        i: int,
+        user: str,
+        state: UserState,
+        when: tuple[int, bool, int],
+        out: Scored,
     ) -> None:
+        now, timer, learn_cut = when
         record = load(state.segment)
-        before_seq, segment, cluster = record.seq, record.segment, record.cluster
+        before = load(state.segment) if record.seq else None
+        segment, cluster = record.segment, record.cluster
         self._resolve_label(record, state, now, out)
-        changed = settle(record, view.proposal(i, record.cluster), self.config, now)
+        settled = settle(record, view.proposal(i, record.cluster), self.config, now)
         if segment != record.segment or cluster != record.cluster:
             out.tallies[user] = moved(segment, cluster, record)
         # One hash of user and time decides both samples (its low and high 16 bits), so a
@@ -116,29 +184,35 @@ class Engine:
         draw = zlib.crc32(b"%d" % now, zlib.crc32(user.encode()))
         if not record.label_ts and draw >> 16 < self._label_cut:
             self._snapshot(record, now, view.inputs[i], view.propensity[i])
-        if draw & 0xFFFF < self._learn_cut:
-            rfm = view.raw[i, self._rfm]
-            out.samples.append((view.inputs[i].tolist(), float(rfm[1]), float(rfm[2])))
+        if draw & 0xFFFF < learn_cut:
+            rfm_values = view.raw[i, self._rfm]
+            inputs = view.inputs[i].tolist()
+            out.samples.append(Sample(user, inputs, float(rfm_values[1]), float(rfm_values[2])))
         record.due = next_due(record, state.last_seen, now, self.config)
-        if changed:
+        reason = "first_seen" if before is None else ("timer" if timer else "activity")
+        if settled.changed:
             record.since = now
-            reason = "first_seen" if before_seq == 0 else ("timer" if timer else "activity")
-            before = load(state.segment)
-            out.changes.append(self._change(view, i, user, before, record, now, reason))
+        out.changes.extend(self._changes(view, i, user, (before, record), settled, now, reason))
         state.segment = dump(record)
         out.due[user] = record.due
 
     def _resolve_label(self, record: Record, state: UserState, now: int, out: Scored) -> None:
+        """A purchase inside the horizon marks the snapshot bought; it resolves, either way,
+        once the horizon is over. Positives held back that long reach the classifier in the
+        order of their snapshots, with the negatives of the same time: released on the spot,
+        the first week of a new stream would teach it nothing but positives."""
         if not record.label_ts:
             return
         end = record.label_ts + self.config.horizon_ms
-        bought = record.label_ts < state.last_purchase <= end
-        if not bought and now < end:
+        if record.label_ts < state.last_purchase <= end:
+            record.label_hit = True
+        if now < end:
             return
         inputs = np.frombuffer(record.label_x, dtype=np.float32).astype(np.float64).tolist()
         if len(inputs) == self._d:
-            out.labels.append((inputs, bought, record.label_p))
+            out.labels.append(Label(inputs, record.label_hit, record.label_p, now))
         record.label_ts, record.label_x, record.label_p = 0, b"", 0.0
+        record.label_hit = False
 
     @staticmethod
     def _snapshot(
@@ -152,43 +226,73 @@ class Engine:
         record.label_x = inputs.astype(np.float32).tobytes()
         record.label_version = record.version
 
-    def _change(  # noqa: PLR0917
+    def _changes(  # noqa: PLR0917
         self,
         view: _View,
         i: int,
         user: str,
-        before: Record,
-        after: Record,
+        records: tuple[Record | None, Record],
+        settled: Settled,
         now: int,
         reason: str,
-    ) -> Change:
-        params = view.params
-        label = view.labels.get
-        previous = assignment(before, label(before.cluster, "")) if before.seq else None
-        change_id = f"{user}:{after.seq}"
-        payload = {
-            "change_id": change_id,
+    ) -> list[Change]:
+        """The published changes of one scoring, numbered on from the record's sequence: the
+        segment or band change first, then each rule segment entered, then each left."""
+        before, after = records
+        seq = after.seq - settled.changed - len(settled.entered) - len(settled.left)
+        common = {
             "user_id": user,
-            "previous": previous,
-            "current": assignment(after, label(after.cluster, "")),
             "reason": reason,
-            "model_version": params.version,
+            "model_version": view.params.version,
             "event_time": datetime.fromtimestamp(now / 1000, UTC).isoformat(),
             "event_time_ms": now,
             "features": dict(zip(self.columns.names, view.raw[i].tolist(), strict=True)),
-            "actions": list(self.config.playbook.get(after.segment, ())),
         }
-        return Change(user, change_id, now, before.segment or None, after.segment, payload)
+        changes = []
+        if settled.changed:
+            seq += 1
+            label = view.labels.get
+            payload = {
+                "change_id": f"{user}:{seq}",
+                "type": SEGMENT,
+                "previous": assignment(before, label(before.cluster, "")) if before else None,
+                "current": assignment(after, label(after.cluster, "")),
+                **common,
+                "actions": list(self.config.playbook.get(after.segment, ())),
+            }
+            previous = before.segment if before else None
+            changes.append(
+                Change(user, f"{user}:{seq}", now, previous, after.segment, payload,
+                       settled.proposed_ms)
+            )  # fmt: skip
+        for rule, entered in [(r, True) for r in settled.entered] + [
+            (r, False) for r in settled.left
+        ]:
+            seq += 1
+            payload = {
+                "change_id": f"{user}:{seq}",
+                "type": MEMBERSHIP,
+                "segment": rule,
+                "entered": entered,
+                **common,
+                "actions": list(self.config.playbook.get(rule, ())) if entered else [],
+            }
+            changes.append(
+                Change(user, f"{user}:{seq}", now, None if entered else rule, rule, payload,
+                       now, MEMBERSHIP)
+            )  # fmt: skip
+        return changes
 
 
 class _View:
     """One batch's scores as plain lists (indexing numpy per user is slow on the hot path)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
         params: Params,
         scores: Scores,
-        rules: list[list[str]],
+        rfm_near: tuple[list[str], list[str]],
+        rules: tuple[list[list[str]], list[list[str]]],
         inputs: npt.NDArray[np.float64],
         raw: npt.NDArray[np.float64],
     ) -> None:
@@ -197,7 +301,8 @@ class _View:
         self.distances: list[list[float]] = scores.distances.tolist()
         self.propensity: list[float] = scores.propensity.tolist()
         self.rfm = scores.rfm
-        self.rules = rules
+        self.rfm_up, self.rfm_down = rfm_near
+        self.rules, self.rules_near = rules
         self.inputs = inputs
         self.raw = raw
         self._ids: list[int] = params.cluster_ids.tolist()
@@ -212,14 +317,18 @@ class _View:
             cluster, distance = self._ids[row], distances[row]
             current_row = self._row_of.get(current_cluster)
             current = distances[current_row] if current_row is not None else math.inf
-        rules = self.rules[i]
         return Proposal(
-            segment=rules[0] if rules else self.rfm[i],
             cluster=cluster,
             cluster_distance=distance,
             current_distance=current,
             rfm=self.rfm[i],
+            rfm_near=(self.rfm_up[i], self.rfm_down[i]),
             propensity=self.propensity[i],
-            rules=rules,
+            rules=self.rules[i],
+            rules_near=self.rules_near[i],
             version=self.params.version,
         )
+
+
+def _names(hits: npt.NDArray[np.bool_], names: Sequence[str]) -> list[list[str]]:
+    return [[names[int(j)] for j in np.flatnonzero(row)] for row in hits]

@@ -9,7 +9,8 @@ new set of centres is matched to the previous version's by minimum total distanc
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -17,29 +18,47 @@ import numpy.typing as npt
 from river import linear_model, optim, preprocessing, stats, tree
 from scipy.optimize import linear_sum_assignment
 
-from segments.clusterers import RiverSegmenter, Vector, matrix, squared_distances
+from segments.clusterers import Vector, make_segmenter, matrix, squared_distances
 from segments.config import SegmentConfig
-from segments.scoring import Params
+from segments.population import Population
+from segments.scoring import Z_CLIP, Params
+from segments.validation import LiveQuality
 
 QUANTILES: Final = (0.2, 0.4, 0.6, 0.8)
 LABEL_FEATURES: Final = 2
 # A feature must stand this many standard deviations from the mean to name a cluster.
 LABEL_MIN_Z: Final = 0.3
-# Labels the classifier must have learned before its scores mean anything (before, every user
-# would score 0.5 and land in the top band).
-MIN_LABELS: Final = 50
+# Labels the classifier must have learned, of both outcomes, before its scores are used (before,
+# every user would score 0.5 and land in the top band).
+MIN_LABELS: Final = 20
+# SGD step of the classifier's intercept (its weights have AdaGrad's own steps).
+INTERCEPT_LR: Final = 0.01
+# A feature varying less than this says nothing (and would blow up when divided by).
+VARIANCE_FLOOR: Final = 1e-18
 
 
 class Model:
-    def __init__(self, config: SegmentConfig) -> None:
+    def __init__(self, config: SegmentConfig, fingerprint: Mapping[str, str] | None = None) -> None:
         self.config = config
+        # The settings and library versions that shaped it (see `segments.fingerprint`).
+        self.fingerprint = dict(fingerprint or {})
         self.names = config.features
         self.version = 0
         self.learned = 0
         self.labels_learned = 0
+        # Progressive validation of the labels learned: each was scored before it resolved.
+        self.quality = LiveQuality()
+        self.population = Population(config.population, len(config.features))
+        # Standardization as of the last version (see `_statistics`); online clusterers learn
+        # with the running statistics of `scaler`.
+        self.mean = np.zeros(len(config.features))
+        self.scale = np.ones(len(config.features))
         self.scaler = preprocessing.StandardScaler()
-        self.segmenter = RiverSegmenter(config)
+        self.segmenter = make_segmenter(config)
+        # The classifier's own scaling: statistics of the labels' inputs, which it learns from.
+        self.label_scaler = preprocessing.StandardScaler()
         self.classifier = _classifier(config)
+        self.outcomes = {True: 0, False: 0}
         self.frequency = [stats.Quantile(q) for q in QUANTILES]
         self.monetary = [stats.Quantile(q) for q in QUANTILES]
         # Stable cluster id by the clusterer's own id, and the centres last published.
@@ -48,11 +67,13 @@ class Model:
         # Every stable id ever given: a cluster that vanished does not lend its id to a new one.
         self.issued: set[int] = set()
 
-    def learn(self, inputs: Sequence[float], frequency: float, monetary: float) -> None:
+    def learn(self, user: str, inputs: Sequence[float], frequency: float, monetary: float) -> None:
         """One sampled user: model inputs (transformed, unscaled) and their RFM values."""
-        x = dict(zip(self.names, inputs, strict=True))
-        self.scaler.learn_one(x)
-        self.segmenter.learn_one(self.scaler.transform_one(x))
+        self.population.add(user, inputs)
+        if self.segmenter.online:
+            x = dict(zip(self.names, inputs, strict=True))
+            self.scaler.learn_one(x)
+            self.segmenter.learn_one(self.scaler.transform_one(x))
         if frequency > 0:
             for quantile in self.frequency:
                 quantile.update(frequency)
@@ -60,20 +81,48 @@ class Model:
                 quantile.update(monetary)
         self.learned += 1
 
-    def learn_label(self, inputs: Sequence[float], bought: bool) -> None:
-        """A resolved snapshot: the inputs at scoring time and whether a purchase followed."""
-        x = self.scaler.transform_one(dict(zip(self.names, inputs, strict=True)))
-        self.classifier.learn_one(x, bought)
+    def learn_label(self, inputs: Sequence[float], bought: bool, given: float = -1.0) -> None:
+        """A resolved snapshot: the inputs at scoring time, whether a purchase followed, and
+        the score given then (-1: none)."""
+        x = dict(zip(self.names, inputs, strict=True))
+        scaler = self.label_scaler
+        scaler.learn_one(x)
+        means, variances = scaler.means, scaler.vars
+        z = {
+            n: max(-Z_CLIP, min(Z_CLIP, (v - means[n]) / math.sqrt(variances[n])))
+            if variances[n] > VARIANCE_FLOOR
+            else 0.0
+            for n, v in x.items()
+        }
+        self.classifier.learn_one(z, bought)
         self.labels_learned += 1
+        self.quality.update(bought, given)
+        self.outcomes[bought] += 1
+
+    @property
+    def propensity_ready(self) -> bool:
+        return self.labels_learned >= MIN_LABELS and min(self.outcomes.values()) > 0
+
+    @property
+    def clusters_ready(self) -> bool:
+        """Whether the next version has centres (a population clusterer seeds at `params`;
+        some river clusterers list centres only a while after their warm-up)."""
+        if self.segmenter.online:
+            return self.segmenter.seeded and bool(self.segmenter.centers())
+        seeds_at = max(self.config.warmup, self.config.k)
+        return self.segmenter.seeded or len(self.population) >= seeds_at
 
     def params(self) -> Params:
-        """Freeze the model for scoring as the next version."""
+        """Freeze the model for scoring as the next version; KMeans centres are first refit on
+        the population of recently scored users."""
         self.version += 1
         names = self.names
-        mean = np.array([self.scaler.means.get(n, 0.0) for n in names])
-        variance = np.array([self.scaler.vars.get(n, 0.0) for n in names])
-        scale = np.where(variance > 0, np.sqrt(variance), 1.0)
+        population = self.population.matrix()
+        mean, scale = self._statistics(population)
+        if len(population):
+            self.segmenter.refit((population - mean) / scale)
         ids, centers = self._stable_centers()
+        label_mean, label_scale = self._label_scaling()
         return Params(
             version=self.version,
             names=tuple(names),
@@ -82,13 +131,31 @@ class Model:
             centers=centers,
             cluster_ids=ids,
             cluster_labels=tuple(_label(c, names) for c in centers),
+            propensity_mean=label_mean,
+            propensity_scale=label_scale,
             weights=self._weights(),
             intercept=self._intercept(),
             classifier=None if self._linear() else copy.deepcopy(self.classifier),
-            propensity_ready=self.labels_learned >= MIN_LABELS,
+            propensity_ready=self.propensity_ready,
             frequency_edges=_edges(self.frequency),
             monetary_edges=_edges(self.monetary),
         )
+
+    def _statistics(
+        self, population: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Mean and standard deviation (1 where a feature does not vary) to standardize with:
+        the population's for a clusterer refit on it, else the running ones the online
+        clusterer learned with."""
+        if self.segmenter.online:
+            mean = np.array([self.scaler.means.get(n, 0.0) for n in self.names])
+            deviation = np.sqrt(np.array([self.scaler.vars.get(n, 0.0) for n in self.names]))
+        elif len(population):
+            mean, deviation = population.mean(axis=0), population.std(axis=0)
+        else:
+            mean, deviation = np.zeros(len(self.names)), np.ones(len(self.names))
+        self.mean, self.scale = mean, np.where(deviation > 1e-9, deviation, 1.0)
+        return self.mean, self.scale
 
     def _stable_centers(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         current = self.segmenter.centers()
@@ -127,17 +194,25 @@ class Model:
     def _intercept(self) -> float:
         return float(self.classifier.intercept) if self._linear() else 0.0
 
+    def _label_scaling(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        scaler = self.label_scaler
+        mean = np.array([scaler.means.get(n, 0.0) for n in self.names])
+        variance = np.array([scaler.vars.get(n, 0.0) for n in self.names])
+        return mean, np.where(variance > VARIANCE_FLOOR, np.sqrt(variance), np.inf)
+
 
 def _classifier(config: SegmentConfig) -> Any:
     if config.classifier == "hoeffding":
-        return tree.HoeffdingTreeClassifier(grace_period=100)
-    loss = optim.losses.Hinge() if config.classifier == "svm" else optim.losses.Log()
-    return linear_model.LogisticRegression(
-        optimizer=optim.SGD(config.learning_rate),
-        loss=loss,
-        l2=1e-4,
-        intercept_lr=config.learning_rate,
-    )
+        estimator: Any = tree.HoeffdingTreeClassifier(grace_period=100)
+    else:
+        loss = optim.losses.Hinge() if config.classifier == "svm" else optim.losses.Log()
+        estimator = linear_model.LogisticRegression(
+            optimizer=optim.AdaGrad(config.learning_rate),
+            loss=loss,
+            l2=1e-4,
+            intercept_lr=INTERCEPT_LR,
+        )
+    return estimator
 
 
 def _edges(quantiles: list[stats.Quantile]) -> npt.NDArray[np.float64]:

@@ -37,6 +37,8 @@ class Record(msgspec.Struct, array_like=True, gc=False):
     label_version: int = 0
     # Fields are encoded by position: new ones go last, so stored records still load.
     candidate_since: int = 0  # event time the candidate was first proposed
+    label_hit: bool = False  # a purchase came inside the pending snapshot's horizon
+    scored: int = 0  # event time of the last scoring (the propensity's age)
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -55,14 +57,27 @@ class Proposal(NamedTuple):
     """What scoring says about one user now, before hysteresis (a tuple: one per user per
     batch, so it must be cheap to make)."""
 
-    segment: str
     cluster: int  # nearest centre's stable id (-1 without clusters)
     cluster_distance: float  # squared distance to it
     current_distance: float  # squared distance to the user's current cluster (inf if gone)
     rfm: str
+    # The RFM segments of the user's values nudged by the segment margin towards more and
+    # towards less value: a move away from either of them is marginal.
+    rfm_near: tuple[str, str]
     propensity: float  # nan when not ready
-    rules: list[str]
+    rules: list[str]  # rule segments matching now, in configured order
+    rules_near: list[str]  # matching now or with the values nudged either way
     version: int
+
+
+class Settled(NamedTuple):
+    """What `settle` did: whether the (segment, band) changed, and from which event time the
+    evidence for it held; the rule segments entered and left."""
+
+    changed: bool
+    proposed_ms: int
+    entered: list[str]
+    left: list[str]
 
 
 def band_of(propensity: float, edges: tuple[float, float]) -> str:
@@ -97,18 +112,33 @@ def moved(segment: str, cluster: int, record: Record) -> list[tuple[str, int]]:
     return moves
 
 
-def settle(record: Record, proposal: Proposal, config: SegmentConfig, now_ms: int) -> bool:
-    """Move the record towards the proposal through hysteresis; True if the assignment changed.
+def settle(record: Record, proposal: Proposal, config: SegmentConfig, now_ms: int) -> Settled:
+    """Move the record towards the proposal through hysteresis.
 
-    A new (segment, band) is taken only after it was proposed on `confirmations` scorings
-    spanning at least `dwell_ms` of event time, with no other proposal in between, so a user
-    who dips across a threshold and back within the dwell does not change at all.
+    Rule segments are memberships with a margin: a user enters a rule when it matches and
+    leaves when it no longer matches even with the values nudged by the margin either way. The
+    segment is the first rule the user is a member of, else the RFM segment. A move is taken at
+    once when the evidence is clear; a marginal one (the current RFM segment is still what
+    the values give when nudged by the margin) only after it was proposed on `confirmations`
+    scorings spanning `dwell_ms` of event time with nothing else proposed in between, so a
+    user hovering on an edge does not flap. Bands move likewise (`_band`).
     """
     first = record.seq == 0
+    previous = set(record.rules)
+    members = [r for r in proposal.rules_near if r in proposal.rules or r in previous]
+    entered = [r for r in members if r not in previous]
+    left = [r for r in record.rules if r not in members]
     cluster = _cluster(record, proposal, config.cluster_margin, first)
-    target = (proposal.segment, _band(record, proposal.propensity, config, first))
+    segment = members[0] if members else proposal.rfm
+    band, band_marginal = _band(record, proposal.propensity, config, first)
+    target = (segment, band)
     current = (record.segment, record.band)
-    if first or target == current:
+    marginal = band_marginal or (
+        not members and segment != record.segment and record.segment in proposal.rfm_near
+    )
+    # Evidence for the target first came when it was first proposed (as the candidate).
+    proposed = record.candidate_since if record.candidate == "|".join(target) else now_ms
+    if first or target == current or not marginal:
         record.candidate, record.seen, record.candidate_since = "", 0, 0
         settled = target
     else:
@@ -118,11 +148,11 @@ def settle(record: Record, proposal: Proposal, config: SegmentConfig, now_ms: in
     changed = settled != current
     record.segment, record.band = settled
     record.cluster = cluster
-    record.rfm, record.rules, record.version = proposal.rfm, proposal.rules, proposal.version
+    record.rfm, record.rules, record.version = proposal.rfm, members, proposal.version
     record.propensity = -1.0 if math.isnan(proposal.propensity) else proposal.propensity
-    if changed:
-        record.seq += 1
-    return changed
+    record.scored = now_ms
+    record.seq += changed + len(entered) + len(left)
+    return Settled(changed, proposed, entered, left)
 
 
 def _confirm(
@@ -148,20 +178,29 @@ def _cluster(record: Record, proposal: Proposal, margin: float, first: bool) -> 
     return record.cluster
 
 
-def _band(record: Record, propensity: float, config: SegmentConfig, first: bool) -> str:
-    """The proposed band; leaving the current one takes a score `band_margin` past the edge."""
+def _band(
+    record: Record, propensity: float, config: SegmentConfig, first: bool
+) -> tuple[str, bool]:
+    """The proposed band, and whether the move to it is marginal. Leaving the current band
+    takes a score `band_margin` past the edge (so a score hovering on the edge does not flap),
+    landing in whatever band the score reaches after that margin; a move that would not also
+    leave the band at twice the margin is marginal."""
     proposed = band_of(propensity, config.bands)
     if first or proposed == record.band or record.band in ("", NO_BAND) or proposed == NO_BAND:
-        return proposed
+        return proposed, False
+    band = _past(record.band, propensity, config.band_margin, config)
+    if band == record.band:
+        return band, False
+    return band, _past(record.band, propensity, 2 * config.band_margin, config) == record.band
+
+
+def _past(current: str, propensity: float, margin: float, config: SegmentConfig) -> str:
+    """The band a score reaches once `margin` is taken off it towards the current band."""
     rank = BANDS.index
-    # Leave a band only `band_margin` past its edge (so a score hovering on the edge does not
-    # flap), landing in whatever band the score reaches after that margin.
-    up = rank(proposed) > rank(record.band)
-    nudged = band_of(
-        propensity - config.band_margin if up else propensity + config.band_margin, config.bands
-    )
-    moved = rank(nudged) > rank(record.band) if up else rank(nudged) < rank(record.band)
-    return nudged if moved else record.band
+    up = rank(band_of(propensity, config.bands)) > rank(current)
+    nudged = band_of(propensity - margin if up else propensity + margin, config.bands)
+    moved = rank(nudged) > rank(current) if up else rank(nudged) < rank(current)
+    return nudged if moved else current
 
 
 def next_due(record: Record, last_seen: int, now_ms: int, config: SegmentConfig) -> int:
@@ -175,6 +214,10 @@ def next_due(record: Record, last_seen: int, now_ms: int, config: SegmentConfig)
                 break
     if record.label_ts:
         times.append(record.label_ts + config.horizon_ms)
+    if last_seen and (not config.keep_ms or now_ms - last_seen < config.keep_ms):
+        # A propensity is never older than its horizon: quiet users' scores follow their
+        # recency, for as long as their state is kept.
+        times.append(now_ms + config.horizon_ms)
     if record.candidate:
         # Look again once the dwell is over, so a quiet user's change is confirmed too.
         times.append(max(record.candidate_since + config.dwell_ms, now_ms + 1))

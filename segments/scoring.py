@@ -27,6 +27,7 @@ RFM_GRID: Final = {
     2: ("Hibernating", "Hibernating", "At Risk", "At Risk", "Can't Lose"),
     1: ("Lost", "Lost", "At Risk", "Can't Lose", "Can't Lose"),
 }
+Z_CLIP: Final = 4.0
 RFM_SEGMENTS: Final = tuple(dict.fromkeys(name for row in RFM_GRID.values() for name in row))
 
 
@@ -41,6 +42,10 @@ class Params:
     centers: Floats  # (k, d), standardized space
     cluster_ids: Ints  # stable id of each centre row
     cluster_labels: tuple[str, ...]
+    # The propensity classifier scales inputs with statistics of its own (those of the labels it
+    # learned) and sees them clipped to +-Z_CLIP deviations.
+    propensity_mean: Floats
+    propensity_scale: Floats
     weights: Floats
     intercept: float
     classifier: Any  # a river classifier when not linear, else None
@@ -68,6 +73,8 @@ def cold_params(names: tuple[str, ...]) -> Params:
         centers=np.zeros((0, d)),
         cluster_ids=np.zeros(0, dtype=np.int64),
         cluster_labels=(),
+        propensity_mean=np.zeros(d),
+        propensity_scale=np.ones(d),
         weights=np.zeros(d),
         intercept=0.0,
         classifier=None,
@@ -104,12 +111,21 @@ def score(
         distances = np.zeros((n, 0))
         nearest = np.full(n, -1, dtype=np.int64)
     codes, names = rfm(params, rfm_values, recency_days)
-    return Scores(z, distances, nearest, _propensity(params, z), names, codes)
+    return Scores(z, distances, nearest, _propensity(params, inputs), names, codes)
 
 
-def _propensity(params: Params, z: Floats) -> Floats:
+def clipped(inputs: Floats, mean: Floats, scale: Floats) -> Floats:
+    """Standardized and clipped to +-Z_CLIP: a value far outside what a model learned from
+    (a new stream's features keep growing; a hostile one can be anything) moves it no further
+    than the edge of what it knows."""
+    z: Floats = np.clip((inputs - mean) / scale, -Z_CLIP, Z_CLIP)
+    return z
+
+
+def _propensity(params: Params, inputs: Floats) -> Floats:
     if not params.propensity_ready:
-        return np.full(len(z), np.nan)
+        return np.full(len(inputs), np.nan)
+    z = clipped(inputs, params.propensity_mean, params.propensity_scale)
     if params.classifier is None:
         margin = np.clip(z @ params.weights + params.intercept, -30.0, 30.0)
         return 1.0 / (1.0 + np.exp(-margin))

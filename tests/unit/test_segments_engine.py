@@ -18,7 +18,7 @@ import pytest
 
 from features.definitions import UserState
 from segments.config import DAY_MS, SegmentConfig
-from segments.engine import Engine, Scored
+from segments.engine import MEMBERSHIP, SEGMENT, Change, Engine, Scored
 from segments.model import Model
 from segments.policy import NO_BAND, Record, load, next_due
 from segments.rules import parse_rules
@@ -31,6 +31,7 @@ HOUR_MS = 3_600_000
 VIEWS, SEARCHES, CARTS, PURCHASES = 0, 1, 2, 4
 PAYLOAD_KEYS = {
     "change_id",
+    "type",
     "user_id",
     "previous",
     "current",
@@ -50,7 +51,7 @@ ASSIGNMENT_KEYS = {
     "propensity_band",
     "rules",
 }
-QUIET = SegmentConfig(label_rate=0.0, learn_rate=0.0)  # no snapshots, no samples
+QUIET = SegmentConfig(label_rate=0.0)  # no snapshots (samples only with a learn_share)
 
 
 def state(
@@ -81,11 +82,21 @@ def run(
     now: int,
     *,
     timer: bool = False,
+    learn_share: float = 0.0,
 ) -> Scored:
     names = list(users)
     return engine.score(
-        params, names, [users[u] for u in names], [now] * len(names), [timer] * len(names)
+        params,
+        names,
+        [users[u] for u in names],
+        [now] * len(names),
+        [timer] * len(names),
+        learn_share=learn_share,
     )
+
+
+def segment_changes(out: Scored) -> list[Change]:
+    return [c for c in out.changes if c.kind == SEGMENT]
 
 
 def record_of(user_state: UserState) -> Record:
@@ -162,13 +173,12 @@ def test_the_payload_features_are_the_columns_as_of_the_event_time() -> None:
     features = out.changes[0].payload["features"]
     assert list(features) == list(engine.columns.names)
     assert set(features) >= {*QUIET.features, "frequency", "monetary"}
-    assert features["views_total"] == 8
-    assert features["events_total"] == 8 + 1 + 1 + 2
-    assert features["orders_total"] == 2
-    assert features["spend_total"] == 90.0
+    assert features["views_per_session"] == 8 / 2  # two sessions
+    assert features["purchases_per_session"] == 2 / 2
+    assert features["sessions"] == 2
     assert features["avg_order_value"] == 45.0
     assert features["days_since_last_seen"] == 2.0
-    assert features["recency_days"] == 3.0
+    assert features["tenure_days"] == 32.0
     assert features["frequency"] == 2
     assert features["monetary"] == 90.0
     json.dumps(out.changes[0].payload)  # plain JSON types only
@@ -199,40 +209,58 @@ def test_scoring_the_same_states_again_at_the_same_time_changes_nothing() -> Non
 
 
 @pytest.mark.parametrize("timer", [True, False], ids=["timer", "activity"])
-def test_a_quiet_user_moves_segment_after_confirmation(timer: bool) -> None:
+def test_a_move_at_the_edge_waits_for_confirmation(timer: bool) -> None:
+    """At 7 days quiet R drops from 5 to 4 (New -> Promising); nudged by the margin (6.4 days)
+    the user is still New, so the move is marginal: taken after two scorings a day apart."""
     engine = Engine(QUIET)
     params = cold(QUIET)
     users = {"u": state(last_seen=T0)}
     run(engine, params, users, T0)
     assert record_of(users["u"]).segment == "New"
 
-    later = T0 + 15 * DAY_MS  # R drops from 5 to 3
-    proposed = run(engine, params, users, later, timer=timer)
+    edge = T0 + 7 * DAY_MS
+    proposed = run(engine, params, users, edge, timer=timer)
     record = record_of(users["u"])
     assert proposed.changes == []
-    assert (record.segment, record.candidate, record.seen) == ("New", "About to Sleep|unknown", 1)
-    assert record.rfm == "About to Sleep"
-    assert record.candidate_since == later
-    # The next look is when the dwell is over (before the 30-day threshold).
-    assert proposed.due == {"u": later + QUIET.dwell_ms}
-    assert run(engine, params, users, later + HOUR_MS, timer=timer).changes == []
+    assert (record.segment, record.candidate, record.seen) == ("New", "Promising|unknown", 1)
+    assert record.rfm == "Promising"
+    assert record.candidate_since == edge
+    # The next look is when the dwell is over.
+    assert proposed.due == {"u": edge + QUIET.dwell_ms}
+    assert run(engine, params, users, edge + HOUR_MS, timer=timer).changes == []
 
     confirm_at = proposed.due["u"]
     confirmed = run(engine, params, users, confirm_at, timer=timer)
     [change] = confirmed.changes
     assert change.change_id == "u:2"
-    assert (change.previous, change.current) == ("New", "About to Sleep")
+    assert (change.previous, change.current) == ("New", "Promising")
+    assert change.proposed_ms == edge
     assert change.payload["reason"] == ("timer" if timer else "activity")
     assert change.payload["previous"]["segment"] == "New"
-    assert change.payload["current"]["segment"] == "About to Sleep"
+    assert change.payload["current"]["segment"] == "Promising"
     assert change.payload["event_time_ms"] == confirm_at
-    assert change.payload["actions"] == list(QUIET.playbook["About to Sleep"])
+    assert change.payload["actions"] == list(QUIET.playbook["Promising"])
     record = record_of(users["u"])
     assert (record.seq, record.since, record.candidate) == (2, confirm_at, "")
-    assert confirmed.due == {"u": T0 + 30 * DAY_MS}
+    assert confirmed.due == {"u": T0 + 14 * DAY_MS}
 
 
-def test_due_is_the_next_recency_threshold_without_labels_or_candidates() -> None:
+def test_a_move_well_past_the_edge_is_taken_at_once() -> None:
+    """Seen again only after 15 days, R is 3 however the margin nudges it: no confirmation."""
+    engine = Engine(QUIET)
+    params = cold(QUIET)
+    users = {"u": state(last_seen=T0)}
+    run(engine, params, users, T0)
+    later = T0 + 15 * DAY_MS
+    [change] = run(engine, params, users, later, timer=True).changes
+    assert (change.previous, change.current) == ("New", "About to Sleep")
+    assert change.proposed_ms == later
+    assert record_of(users["u"]).candidate == ""
+
+
+def test_due_is_the_next_recency_threshold_or_the_horizon() -> None:
+    """Without labels or candidates: the next recency threshold, but no later than a horizon
+    from now, so that no propensity is older than the horizon."""
     engine = Engine(QUIET)
     users = users_of_every_kind()
     out = run(engine, cold(QUIET), users, T0)
@@ -240,9 +268,17 @@ def test_due_is_the_next_recency_threshold_without_labels_or_candidates() -> Non
         "browser": T0 + 7 * DAY_MS,
         "buyer": T0 + 7 * DAY_MS,
         "away-10d": T0 - 10 * DAY_MS + 14 * DAY_MS,
-        "away-40d": T0 - 40 * DAY_MS + 60 * DAY_MS,
+        "away-40d": T0 + QUIET.horizon_ms,  # before the 60-day threshold at T0 + 20 days
         "never-seen": 0,
     }
+
+
+def test_quiet_users_are_rescored_until_their_state_expires() -> None:
+    config = SegmentConfig(label_rate=0.0, keep_ms=90 * DAY_MS)
+    engine = Engine(config)
+    users = {"recent": state(last_seen=T0 - 70 * DAY_MS), "old": state(last_seen=T0 - 91 * DAY_MS)}
+    out = run(engine, cold(config), users, T0, timer=True)
+    assert out.due == {"recent": T0 + config.horizon_ms, "old": 0}
 
 
 @pytest.mark.parametrize(
@@ -280,8 +316,8 @@ def test_a_rule_segment_takes_precedence_over_rfm() -> None:
         "at-the-edge": state(purchases=3, spend=500.0, last_purchase=T0),
     }
     out = run(engine, cold(VIP), users, T0)
-    current = {c.user_id: c.payload["current"] for c in out.changes}
-    actions = {c.user_id: c.payload["actions"] for c in out.changes}
+    current = {c.user_id: c.payload["current"] for c in segment_changes(out)}
+    actions = {c.user_id: c.payload["actions"] for c in segment_changes(out)}
     assert current["vip"]["segment"] == "vip"
     assert current["vip"]["rules"] == ["vip"]
     assert current["vip"]["rfm"] == "New"
@@ -299,25 +335,58 @@ def test_rules_on_features_outside_the_model_are_read_too() -> None:
     assert "searches_7d" not in config.features
     users = {"a": state(purchases=1, spend=5.0, last_purchase=T0), "b": state()}
     out = run(engine, cold(config), users, T0)
-    assert [c.current for c in out.changes] == ["searcher", "New"]
+    assert [c.current for c in segment_changes(out)] == ["searcher", "New"]
 
 
-def test_becoming_a_rule_segment_needs_confirmation_like_any_change() -> None:
+def test_entering_a_rule_segment_is_published_at_once_with_a_membership() -> None:
     engine = Engine(VIP)
     users = {"u": state(purchases=1, spend=100.0, last_purchase=T0)}
     run(engine, cold(VIP), users, T0)
     users["u"] = msgspec.structs.replace(users["u"], orders=3, spend=900.0)
+    out = run(engine, cold(VIP), users, T0 + HOUR_MS)
+    segment, membership = out.changes
+    assert (segment.previous, segment.current, segment.change_id) == ("New", "vip", "u:2")
+    assert segment.payload["reason"] == "activity"
+    assert segment.payload["current"]["rules"] == ["vip"]
+    assert membership.kind == MEMBERSHIP
+    assert membership.change_id == "u:3"
+    payload = membership.payload
+    assert (payload["type"], payload["segment"], payload["entered"]) == ("membership", "vip", True)
+    assert payload["actions"] == list(VIP.playbook["vip"])
+    assert record_of(users["u"]).seq == 3
+
+
+def test_a_member_leaves_a_rule_segment_only_past_the_margin() -> None:
+    """vip needs spend over 500: at 480 the rule fails, but nudged up by the margin (528) it
+    holds, so the user stays; at 450 (495 nudged) the user leaves."""
+    engine = Engine(VIP)
+    users = {"u": state(purchases=3, spend=900.0, last_purchase=T0)}
+    run(engine, cold(VIP), users, T0)
+    assert record_of(users["u"]).rules == ["vip"]
+    users["u"] = msgspec.structs.replace(users["u"], spend=480.0)
     assert run(engine, cold(VIP), users, T0 + HOUR_MS).changes == []
-    assert run(engine, cold(VIP), users, T0 + 2 * HOUR_MS).changes == []  # within the dwell
-    [change] = run(engine, cold(VIP), users, T0 + HOUR_MS + VIP.dwell_ms).changes
-    assert (change.previous, change.current, change.change_id) == ("New", "vip", "u:2")
-    assert change.payload["reason"] == "activity"
-    assert change.payload["current"]["rules"] == ["vip"]
+    assert record_of(users["u"]).segment == "vip"
+    users["u"] = msgspec.structs.replace(users["u"], spend=450.0)
+    segment, membership = run(engine, cold(VIP), users, T0 + 2 * HOUR_MS).changes
+    assert (segment.previous, segment.current) == ("vip", "New")
+    assert (membership.kind, membership.previous, membership.current) == (MEMBERSHIP, "vip", "vip")
+    assert membership.payload["entered"] is False
+    assert membership.payload["actions"] == []
+    assert record_of(users["u"]).rules == []
+
+
+def test_a_rule_left_out_of_the_settings_is_left() -> None:
+    engine = Engine(VIP)
+    users = {"u": state(purchases=3, spend=900.0, last_purchase=T0)}
+    run(engine, cold(VIP), users, T0)
+    plain = SegmentConfig(label_rate=0.0)
+    out = run(Engine(plain), cold(plain), users, T0 + HOUR_MS)
+    assert [(c.kind, c.current) for c in out.changes] == [(SEGMENT, "New"), (MEMBERSHIP, "vip")]
 
 
 # --- propensity snapshots -------------------------------------------------------------------------
 
-LABELS = SegmentConfig(label_rate=1.0, learn_rate=0.0, horizon_ms=3 * DAY_MS)
+LABELS = SegmentConfig(label_rate=1.0, horizon_ms=3 * DAY_MS)
 
 
 def snapshot_inputs(engine: Engine, user_state: UserState, now: int) -> npt.NDArray[np.float32]:
@@ -349,25 +418,30 @@ def test_a_snapshot_is_taken_at_scoring_and_sets_a_timer_at_the_horizon() -> Non
     assert record.label_p == -1.0  # no classifier yet
     expected = snapshot_inputs(engine, state(views=3), T0)
     np.testing.assert_array_equal(np.frombuffer(record.label_x, dtype=np.float32), expected)
-    views = QUIET.features.index("views_total")
-    assert expected[views] == np.float32(math.log1p(3))
+    views = QUIET.features.index("views_per_session")
+    assert expected[views] == np.float32(math.log1p(3 / 2))
     assert out.due == {"u": T0 + 3 * DAY_MS}
     assert out.labels == []
 
 
-def test_a_purchase_within_the_horizon_resolves_the_snapshot_positive() -> None:
+def test_a_purchase_within_the_horizon_resolves_the_snapshot_positive_at_its_end() -> None:
+    """Held until the horizon is over, so positives reach the classifier in snapshot order with
+    the negatives of the same time."""
     engine = Engine(LABELS)
     users = {"u": state(views=3)}
     run(engine, cold(LABELS), users, T0)
     expected = snapshot_inputs(engine, state(views=3), T0)
     bought_at = T0 + 2 * DAY_MS
     users["u"] = buy(users["u"], bought_at)
-    out = run(engine, cold(LABELS), users, bought_at)
-    [(inputs, bought, given)] = out.labels
-    assert bought is True
-    assert given == -1.0
-    np.testing.assert_array_equal(np.array(inputs, dtype=np.float32), expected)
-    assert record_of(users["u"]).label_ts == bought_at  # a fresh snapshot (label_rate 1)
+    assert run(engine, cold(LABELS), users, bought_at).labels == []
+    assert record_of(users["u"]).label_hit
+    end = T0 + LABELS.horizon_ms
+    out = run(engine, cold(LABELS), users, end, timer=True)
+    [label] = out.labels
+    assert (label.bought, label.propensity, label.time_ms) == (True, -1.0, end)
+    np.testing.assert_array_equal(np.array(label.inputs, dtype=np.float32), expected)
+    assert record_of(users["u"]).label_ts == end  # a fresh snapshot (label_rate 1)
+    assert not record_of(users["u"]).label_hit
 
 
 def test_a_purchase_at_the_horizon_still_counts() -> None:
@@ -376,7 +450,7 @@ def test_a_purchase_at_the_horizon_still_counts() -> None:
     run(engine, cold(LABELS), users, T0)
     users["u"] = buy(users["u"], T0 + LABELS.horizon_ms)
     out = run(engine, cold(LABELS), users, T0 + LABELS.horizon_ms)
-    assert [b for _, b, _ in out.labels] == [True]
+    assert [label.bought for label in out.labels] == [True]
 
 
 def test_no_purchase_within_the_horizon_resolves_the_snapshot_negative() -> None:
@@ -389,9 +463,9 @@ def test_no_purchase_within_the_horizon_resolves_the_snapshot_negative() -> None
     assert before.labels == []
     assert record_of(users["u"]).label_ts == T0
     out = run(engine, cold(LABELS), users, end, timer=True)
-    [(inputs, bought, given)] = out.labels
-    assert (bought, given) == (False, -1.0)
-    np.testing.assert_array_equal(np.array(inputs, dtype=np.float32), expected)
+    [label] = out.labels
+    assert (label.bought, label.propensity) == (False, -1.0)
+    np.testing.assert_array_equal(np.array(label.inputs, dtype=np.float32), expected)
 
 
 @pytest.mark.parametrize(
@@ -411,7 +485,7 @@ def test_a_purchase_outside_the_horizon_is_negative(purchase_at: int) -> None:
     if purchase_at > T0:
         users["u"] = buy(users["u"], purchase_at)
     out = run(engine, cold(LABELS), users, now)
-    assert [b for _, b, _ in out.labels] == [False]
+    assert [label.bought for label in out.labels] == [False]
 
 
 def test_the_snapshot_keeps_the_score_given_then() -> None:
@@ -423,10 +497,11 @@ def test_the_snapshot_keeps_the_score_given_then() -> None:
     assert out.changes[0].payload["current"]["propensity"] == round(sigmoid(0.4), 4)
     assert out.changes[0].payload["current"]["propensity_band"] == "high"
     users["u"] = buy(users["u"], T0 + DAY_MS)
-    later = run(engine, replace(params, intercept=-3.0), users, T0 + DAY_MS)
-    [(_, bought, given)] = later.labels
-    assert bought is True
-    assert given == pytest.approx(sigmoid(0.4))
+    run(engine, replace(params, intercept=-3.0), users, T0 + DAY_MS)
+    later = run(engine, replace(params, intercept=-3.0), users, T0 + LABELS.horizon_ms)
+    [label] = later.labels
+    assert label.bought is True
+    assert label.propensity == pytest.approx(sigmoid(0.4))
 
 
 def test_without_label_sampling_no_snapshot_is_taken() -> None:
@@ -439,29 +514,30 @@ def test_without_label_sampling_no_snapshot_is_taken() -> None:
 # --- samples for the trainer ----------------------------------------------------------------------
 
 
-def test_every_user_is_sampled_at_learn_rate_one() -> None:
-    config = SegmentConfig(learn_rate=1.0, label_rate=0.0)
+def test_every_user_is_sampled_at_a_learn_share_of_one() -> None:
+    config = SegmentConfig(label_rate=0.0)
     engine = Engine(config)
     users = users_of_every_kind()
-    out = run(engine, cold(config), users, T0)
+    out = run(engine, cold(config), users, T0, learn_share=1.0)
     assert len(out.samples) == len(users)
-    for (inputs, frequency, monetary), s in zip(out.samples, users.values(), strict=True):
-        assert len(inputs) == len(config.features)
-        np.testing.assert_allclose(inputs, snapshot_inputs(engine, s, T0), rtol=1e-6)
-        assert (frequency, monetary) == (float(s.orders), round(s.spend, 2))
-    assert run(Engine(QUIET), cold(QUIET), users, T0).samples == []
+    for sample, (user, s) in zip(out.samples, users.items(), strict=True):
+        assert sample.user == user
+        assert len(sample.inputs) == len(config.features)
+        np.testing.assert_allclose(sample.inputs, snapshot_inputs(engine, s, T0), rtol=1e-6)
+        assert (sample.frequency, sample.monetary) == (float(s.orders), round(s.spend, 2))
+    assert run(engine, cold(config), users, T0).samples == []
 
 
 def test_sampling_is_a_deterministic_share_of_users() -> None:
-    config = SegmentConfig(learn_rate=0.3, label_rate=0.0)
+    config = SegmentConfig(label_rate=0.0)
     users = [f"user-{i}" for i in range(2_000)]
 
     def sampled() -> list[list[float]]:
         states = [state(views=i % 50) for i in range(len(users))]
         out = Engine(config).score(
-            cold(config), users, states, [T0] * len(users), [False] * len(users)
+            cold(config), users, states, [T0] * len(users), [False] * len(users), learn_share=0.3
         )
-        return [inputs for inputs, _, _ in out.samples]
+        return [sample.inputs for sample in out.samples]
 
     first = sampled()
     assert 0.25 * len(users) < len(first) < 0.35 * len(users)
@@ -469,7 +545,7 @@ def test_sampling_is_a_deterministic_share_of_users() -> None:
 
 
 def test_label_snapshots_are_a_fair_share_of_users() -> None:
-    config = SegmentConfig(label_rate=0.2, learn_rate=0.0)
+    config = SegmentConfig(label_rate=0.2)
     users = [f"user-{i}" for i in range(10_000)]
     states = [state(views=1) for _ in users]
     Engine(config).score(cold(config), users, states, [T0] * len(users), [False] * len(users))
@@ -500,13 +576,13 @@ def personas(n: int, seed: int) -> tuple[list[str], list[UserState], list[int]]:
 
 
 def test_a_model_trained_on_the_engines_samples_assigns_clusters() -> None:
-    config = SegmentConfig(k=3, warmup=60, learn_rate=1.0, label_rate=0.0)
+    config = SegmentConfig(k=3, warmup=60, label_rate=0.0)
     engine = Engine(config)
     model = Model(config)
     users, states, _ = personas(150, seed=1)
-    out = engine.score(cold(config), users, states, [T0] * 150, [False] * 150)
-    for inputs, frequency, monetary in out.samples:
-        model.learn(inputs, frequency, monetary)
+    out = engine.score(cold(config), users, states, [T0] * 150, [False] * 150, learn_share=1.0)
+    for sample in out.samples:
+        model.learn(sample.user, sample.inputs, sample.frequency, sample.monetary)
     params = model.params()
     assert params.clusters_ready
     assert len(params.frequency_edges) == 4
@@ -514,6 +590,7 @@ def test_a_model_trained_on_the_engines_samples_assigns_clusters() -> None:
     users, states, kinds = personas(60, seed=2)
     out = engine.score(params, users, states, [T0] * 60, [False] * 60)
     clusters = [record_of(s).cluster for s in states]
+    assert all(c.kind == SEGMENT for c in out.changes)
     assert set(clusters) <= set(params.cluster_ids.tolist())
     by_kind = [{c for c, k in zip(clusters, kinds, strict=True) if k == kind} for kind in range(3)]
     assert all(len(group) == 1 for group in by_kind), by_kind

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pytest
 
 from segments.config import SegmentConfig
-from segments.scoring import RFM_GRID, RFM_SEGMENTS, Params, cold_params, score
+from segments.scoring import RFM_GRID, RFM_SEGMENTS, Z_CLIP, Params, cold_params, score
 
 pytestmark = pytest.mark.unit
 
@@ -111,11 +111,14 @@ def test_label_of_a_stable_id() -> None:
 # --- propensity -----------------------------------------------------------------------------------
 
 
-def test_propensity_is_the_sigmoid_of_the_standardized_dot_product() -> None:
+def test_propensity_is_the_sigmoid_of_the_classifiers_standardized_dot_product() -> None:
+    """The classifier standardizes with statistics of its own (not the clusters' ones)."""
     weights = np.array([0.8, -1.5, 0.3, 2.0])
     p = params(
-        mean=np.array([1.0, 2.0, 3.0, 4.0]),
-        scale=np.array([2.0, 1.0, 0.5, 4.0]),
+        mean=np.array([9.0, 9.0, 9.0, 9.0]),
+        scale=np.array([9.0, 9.0, 9.0, 9.0]),
+        propensity_mean=np.array([1.0, 2.0, 3.0, 4.0]),
+        propensity_scale=np.array([2.0, 1.0, 0.5, 4.0]),
         weights=weights,
         intercept=-0.25,
         propensity_ready=True,
@@ -124,7 +127,7 @@ def test_propensity_is_the_sigmoid_of_the_standardized_dot_product() -> None:
     scores = score(p, raw, rfm_rows(*[(1.0, 0.0, 0.0)] * 3), RECENCY)
     expected = []
     for row in raw:
-        z = [(row[j] - p.mean[j]) / p.scale[j] for j in range(len(NAMES))]
+        z = [(row[j] - p.propensity_mean[j]) / p.propensity_scale[j] for j in range(len(NAMES))]
         margin = sum(zj * wj for zj, wj in zip(z, weights, strict=True)) - 0.25
         expected.append(1.0 / (1.0 + math.exp(-margin)))
     np.testing.assert_allclose(scores.propensity, expected, rtol=1e-12)
@@ -132,13 +135,24 @@ def test_propensity_is_the_sigmoid_of_the_standardized_dot_product() -> None:
     assert scores.propensity[0] == pytest.approx(1.0 / (1.0 + math.exp(0.25)))
 
 
-def test_propensity_saturates_without_overflow() -> None:
+def test_inputs_far_outside_what_the_classifier_learned_count_as_its_edge() -> None:
+    """Standardized inputs are clipped to +-Z_CLIP: 1e6 scores like Z_CLIP deviations."""
     p = params(weights=np.array([1.0, 0.0, 0.0, 0.0]), propensity_ready=True)
-    raw = np.array([[1e6, 0, 0, 0], [-1e6, 0, 0, 0]], dtype=np.float64)
-    scores = score(p, raw, rfm_rows((1.0, 0.0, 0.0), (1.0, 0.0, 0.0)), RECENCY)
-    assert 0.999 < scores.propensity[0] <= 1.0
-    assert 0.0 < scores.propensity[1] < 1e-12
-    assert np.all(np.isfinite(scores.propensity))
+    raw = np.array([[1e6, 0, 0, 0], [-1e6, 0, 0, 0], [Z_CLIP, 0, 0, 0]], dtype=np.float64)
+    scores = score(p, raw, rfm_rows(*[(1.0, 0.0, 0.0)] * 3), RECENCY)
+    edge = 1.0 / (1.0 + math.exp(-Z_CLIP))
+    np.testing.assert_allclose(scores.propensity, [edge, 1.0 - edge, edge], rtol=1e-12)
+
+
+def test_a_feature_the_classifier_never_saw_vary_counts_nothing() -> None:
+    p = params(
+        weights=np.array([3.0, 0.0, 0.0, 0.0]),
+        propensity_scale=np.array([np.inf, 1.0, 1.0, 1.0]),
+        propensity_ready=True,
+    )
+    raw = np.array([[5.0, 0, 0, 0], [-5.0, 0, 0, 0]], dtype=np.float64)
+    scores = score(p, raw, rfm_rows(*[(1.0, 0.0, 0.0)] * 2), RECENCY)
+    np.testing.assert_allclose(scores.propensity, [0.5, 0.5])
 
 
 def test_propensity_is_nan_until_the_classifier_is_ready() -> None:
@@ -163,8 +177,8 @@ class _Classifier:
 def test_a_non_linear_classifier_scores_each_standardized_row() -> None:
     classifier = _Classifier()
     p = params(
-        mean=np.array([1.0, 0.0, 0.0, 0.0]),
-        scale=np.array([10.0, 1.0, 1.0, 1.0]),
+        propensity_mean=np.array([1.0, 0.0, 0.0, 0.0]),
+        propensity_scale=np.array([10.0, 1.0, 1.0, 1.0]),
         classifier=classifier,
         propensity_ready=True,
     )
