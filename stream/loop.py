@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -29,6 +29,7 @@ from confluent_kafka import (
 
 from features.events import Event, InvalidEvent, decode_event
 from stream import metrics
+from stream.alignment import Alignment
 from stream.checkpoint import Checkpoint
 from stream.deadletter import dead_letter
 from stream.errors import SegstreamError, TransientError
@@ -96,6 +97,7 @@ class Loop:
         self._failed = False
         self._paused = False
         self._owned: set[int] = set()
+        self._alignment = Alignment(int(settings.loop.max_drift_s * 1000), settings.loop.idle_s)
         self._assigned_once = False
         self._last_activity = time.monotonic()
         self._started = time.monotonic()
@@ -169,6 +171,7 @@ class Loop:
                 self.summary.busy_s = time.monotonic() - self._started - self.summary.first_record_s
             elif until_idle is not None and self._idle_for() >= until_idle:
                 self.stop(f"idle for {until_idle}s")
+            self._align()
             if self._checkpoint.due():
                 self._retry("commit", self._checkpoint.commit)
 
@@ -184,6 +187,7 @@ class Loop:
         records: list[Message] = []
         valid: list[Message] = []
         events: list[Event] = []
+        highest: dict[int, int] = {}
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -199,8 +203,11 @@ class Loop:
             if isinstance(result, Event):
                 valid.append(msg)
                 events.append(result)
+                partition, _ = _where(msg)
+                highest[partition] = max(result.ts_ms, highest.get(partition, result.ts_ms))
             else:
                 self._dead_letter(msg, "validate", result)
+        self._alignment.observe(highest, consumed_at)
         self.summary.consumed += len(records)
         self.summary.batches += 1
         metrics.EVENTS_CONSUMED.inc(len(records))
@@ -284,13 +291,28 @@ class Loop:
     def _set_paused(self, paused: bool) -> None:
         if paused == self._paused:
             return
-        partitions = [TopicPartition(self._topic, p) for p in sorted(self._owned)]
         if paused:
-            self._consumer.pause(partitions)
+            self._consumer.pause(self._partitions(self._owned))
         else:
-            self._consumer.resume(partitions)
+            # Partitions held back for alignment stay paused.
+            self._consumer.resume(self._partitions(self._owned - self._alignment.paused))
         self._paused = paused
         metrics.PAUSED.set(int(paused))
+
+    def _align(self) -> None:
+        """Pause the partitions too far ahead in event time, resume those caught up with."""
+        pause, resume = self._alignment.decide(self._owned, time.monotonic())
+        if not pause and not resume:
+            return
+        if pause:
+            self._consumer.pause(self._partitions(pause))
+        if resume and not self._paused:
+            self._consumer.resume(self._partitions(resume))
+        self._alignment.applied(pause, resume if not self._paused else set())
+        metrics.ALIGNMENT_PAUSED.set(len(self._alignment.paused))
+
+    def _partitions(self, numbers: Iterable[int]) -> list[TopicPartition]:
+        return [TopicPartition(self._topic, p) for p in sorted(numbers)]
 
     def _final_commit(self) -> None:
         delay = self._settings.loop.backoff_initial_s
@@ -312,6 +334,7 @@ class Loop:
             consumer.pause(partitions)
         numbers = [tp.partition for tp in partitions]
         self._owned.update(numbers)
+        self._alignment.assigned(numbers, time.monotonic())
         metrics.ASSIGNED_PARTITIONS.set(len(self._owned))
         self._last_activity = time.monotonic()
         self._assigned_once = True
@@ -337,6 +360,8 @@ class Loop:
         self._release(numbers)
 
     def _release(self, numbers: list[int]) -> None:
+        self._alignment.forget(numbers)
+        metrics.ALIGNMENT_PAUSED.set(len(self._alignment.paused))
         self._checkpoint.forget(numbers)
         self._owned.difference_update(numbers)
         metrics.ASSIGNED_PARTITIONS.set(len(self._owned))
