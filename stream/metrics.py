@@ -130,6 +130,10 @@ RETRIES = Counter("segstream_retries", "Failed attempts of a loop step that were
 
 # Kafka consumer state.
 PAUSED = Gauge("segstream_paused", "1 while consumption is paused by backpressure")
+ALIGNMENT_PAUSED = Gauge(
+    "segstream_partitions_held_back",
+    "Partitions paused because they ran ahead of the others in event time",
+)
 ASSIGNED_PARTITIONS = Gauge("segstream_assigned_partitions", "Input partitions this instance owns")
 REBALANCES = Counter("segstream_rebalances", "Partition assignment changes", ["kind"])
 CONSUMER_LAG = Gauge(
@@ -181,6 +185,11 @@ SEGMENT_CHANGES = Counter(
     "segstream_segment_changes",
     "Segment changes published (segment names are bounded by configuration)",
     ["from_segment", "to_segment"],
+)
+MEMBERSHIP_CHANGES = Counter(
+    "segstream_membership_changes",
+    "Rule segments entered and left (rule names are bounded by configuration)",
+    ["segment", "change"],
 )
 CHANGES_REPUBLISHED = Counter(
     "segstream_changes_republished", "Changes published again from the outbox after a takeover"

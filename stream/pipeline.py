@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -25,7 +25,9 @@ from features.definitions import UserState
 from features.errors import ConflictError, StoreUnavailableError
 from features.events import Event
 from features.store import Applied, Around, FeatureStore
-from segments.engine import Change, Engine, Scored
+from segments.engine import MEMBERSHIP, Change, Engine, Label, Scored
+from segments.fingerprint import fingerprint
+from segments.model import Model
 from segments.validation import LiveQuality
 from stream import metrics
 from stream.census import Census
@@ -46,6 +48,9 @@ from stream.timers import Timers
 
 logger = logging.getLogger(__name__)
 
+# A change as it leaves: its input partition, its JSON value, and the change itself.
+Published = tuple[int, bytes, Change]
+
 
 @dataclass
 class _Round:
@@ -54,9 +59,12 @@ class _Round:
     due: dict[str, int]  # timer-only users -> partition
     last_offsets: dict[int, int]
     scored: dict[str, tuple[int, int]] = field(default_factory=dict)  # user -> partition, due
-    changes: dict[str, tuple[int, bytes, Change]] = field(default_factory=dict)
+    # By user, in the order decided: (partition, JSON value, change).
+    changes: dict[str, list[Published]] = field(default_factory=dict)
     outbox: list[tuple[int, bytes]] = field(default_factory=list)  # entries written so far
     samples: Scored = field(default_factory=Scored)
+    learn_share: float = 0.0  # of the scorings, for the trainer
+    watermarks: dict[int, int] = field(default_factory=dict)  # of the batch's partitions
 
 
 class SegmentHandler:
@@ -85,6 +93,9 @@ class SegmentHandler:
         self._retrying: set[int] = set()  # a failed attempt left entries of this batch
         self.quality = LiveQuality()
         self.last: Applied | None = None
+        # The propensity snapshots the last batch resolved (for evaluations of a run).
+        self.resolved: list[Label] = []
+        self.decided: list[Change] = []  # the changes it published
 
     def handle(self, batch: Batch) -> Outcome:
         events = private(batch.events, self._pseudonymize)
@@ -107,18 +118,20 @@ class SegmentHandler:
         users = {e.user_id for e in events}
         due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
         round_ = _Round(due, _last_offsets(batch))
+        round_.learn_share = self.sync.learn_share(len(users) + len(due))
+        round_.watermarks = marks
         applied = self.store.apply(
             events,
             batch.partitions,
             batch.offsets,
             extra_users=list(due),
-            on_folded=lambda states: self._decide(states, round_),
+            on_folded=lambda states, applied: self._decide(states, applied, round_),
         )
         self.last = applied
         self._recovering -= set(batch.partitions)
         self._retrying -= set(batch.partitions)
         self._after(applied, round_)
-        messages = [self._message(change, value) for _, value, change in round_.changes.values()]
+        messages = [self._message(c, value) for _, value, c in _flat(round_.changes.values())]
         rejections = [late_rejection(i, events[i], self.store.rules) for i in applied.late]
         return Outcome(messages=republished + messages, rejections=rejections)
 
@@ -131,22 +144,29 @@ class SegmentHandler:
             marks[partition] = max(marks[partition], event.ts_ms)
         return marks
 
-    def _decide(self, states: dict[str, UserState], round_: _Round) -> Around:
+    def _decide(
+        self, folded_states: dict[str, UserState], applied: set[str], round_: _Round
+    ) -> Around:
         """Score a slice of folded users; return what goes with their writes: the outbox
-        entries before, the timers after, the population tallies inside."""
+        entries before, the timers after, the population tallies inside. Users whose events
+        were all skipped (a replay of what was applied) are not scored: nothing about them
+        changed."""
+        states = {u: s for u, s in folded_states.items() if u in applied or u in round_.due}
         users = list(states)
         folded = list(states.values())
         now = [self.store.watermark(s.partition) for s in folded]
         timer = [u in round_.due for u in users]
-        scored = self.engine.score(self.sync.params, users, folded, now, timer)
+        scored = self.engine.score(
+            self.sync.params, users, folded, now, timer, learn_share=round_.learn_share
+        )
         emitted_at = time.time()
-        # A user scored again after a refused write: its earlier change never happened.
-        redone = [u for u in users if round_.changes.pop(u, None) is not None]
-        fresh: dict[str, tuple[int, bytes, Change]] = {}
+        # A user folded again after a refused write: its earlier change never happened.
+        redone = [u for u in folded_states if round_.changes.pop(u, None) is not None]
+        fresh: dict[str, list[Published]] = {}
         for change in scored.changes:
             partition = states[change.user_id].partition
             value = orjson.dumps({**change.payload, "emitted_at": emitted_at})
-            fresh[change.user_id] = (partition, value, change)
+            fresh.setdefault(change.user_id, []).append((partition, value, change))
         round_.changes.update(fresh)
         before = self._outbox_commands(round_, fresh, rewrite=bool(redone))
         for user, state in states.items():
@@ -157,17 +177,17 @@ class SegmentHandler:
         return Around(before, self._timers.schedule_commands(due), scored.tallies)
 
     def _outbox_commands(
-        self, round_: _Round, fresh: dict[str, tuple[int, bytes, Change]], *, rewrite: bool
+        self, round_: _Round, fresh: dict[str, list[Published]], *, rewrite: bool
     ) -> list[bytes]:
         """The slice's changes for the outbox; after a refused write, every change of the batch
         so far is written again and what was written before is dropped (some of it is untrue)."""
         if not rewrite:
             commands, written = self._outbox.add_commands(
-                _entries(fresh.values(), round_.last_offsets)
+                _entries(_flat(fresh.values()), round_.last_offsets)
             )
             round_.outbox += written
             return commands
-        everything = _entries(round_.changes.values(), round_.last_offsets)
+        everything = _entries(_flat(round_.changes.values()), round_.last_offsets)
         commands, written = self._outbox.add_commands(everything)
         commands += self._outbox.remove_commands(round_.outbox)
         round_.outbox = written
@@ -181,12 +201,14 @@ class SegmentHandler:
             # A due user without a state now (erased, expired) needs no timer any more.
             gone = ((p, u, 0) for u, p in round_.due.items() if u not in applied.states)
             self._timers.schedule(gone)
-            self.sync.learn(round_.samples)
+            self.sync.learn(round_.samples, round_.watermarks)
         except TransientError as exc:
             logger.warning("model or timer upkeep skipped for a batch: %s", exc)
-        for _, bought, propensity in round_.samples.labels:
-            self.quality.update(bought, propensity)
-            metrics.LABELS_RESOLVED.labels("bought" if bought else "not_bought").inc()
+        self.resolved = round_.samples.labels
+        self.decided = [change for _, _, change in _flat(round_.changes.values())]
+        for label in self.resolved:
+            self.quality.update(label.bought, label.propensity)
+            metrics.LABELS_RESOLVED.labels("bought" if label.bought else "not_bought").inc()
         self._account(applied, round_, len(scored))
 
     def _account(self, applied: Applied, round_: _Round, scored: int) -> None:
@@ -197,9 +219,17 @@ class SegmentHandler:
         metrics.TIMERS_FIRED.inc(timers)
         metrics.USERS_SCORED.labels("timer").inc(timers)
         metrics.USERS_SCORED.labels("event").inc(scored - timers)
-        moves = Counter((c.previous or "(new)", c.current) for _, _, c in round_.changes.values())
+        moves: Counter[tuple[str, str]] = Counter()
+        memberships: Counter[tuple[str, str]] = Counter()
+        for change in self.decided:
+            if change.kind == MEMBERSHIP:
+                memberships[change.current, "left" if change.previous else "entered"] += 1
+            else:
+                moves[change.previous or "(new)", change.current] += 1
         for (before, after), count in moves.items():
             metrics.SEGMENT_CHANGES.labels(before, after).inc(count)
+        for (rule, way), count in memberships.items():
+            metrics.MEMBERSHIP_CHANGES.labels(rule, way).inc(count)
         if self.quality.both_outcomes():
             metrics.PROPENSITY_AUC.set(self.quality.roc_auc())
             metrics.PROPENSITY_LOG_LOSS.set(self.quality.mean_log_loss())
@@ -251,8 +281,13 @@ class SegmentHandler:
         self.sync.close()
 
 
+def _flat(groups: Iterable[list[Published]]) -> Iterator[Published]:
+    for group in groups:
+        yield from group
+
+
 def _entries(
-    changes: Iterable[tuple[int, bytes, Change]], last_offsets: dict[int, int]
+    changes: Iterable[Published], last_offsets: dict[int, int]
 ) -> dict[int, tuple[int, list[bytes]]]:
     """Outbox entries by partition, each at the last offset of its partition in the batch."""
     entries: dict[int, tuple[int, list[bytes]]] = {}
@@ -280,15 +315,21 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         raise ConfigError(msg)
     client = client or redis_client(settings)
     rules = settings.features.rules()
-    config = settings.segments.config()
+    config = settings.segments.config(keep_days=settings.features.ttl_days)
     segments = settings.segments
     sync = ModelSync(
         ModelStore(client, settings.key_prefix, key),
-        config,
+        Model(config, fingerprint(config, rules.windows)),
         snapshot_interval_s=segments.snapshot_interval_s,
         refresh_interval_s=segments.refresh_interval_s,
         lease_ttl_s=segments.lease_ttl_s,
+        learn_per_s=segments.learn_per_s,
+        young_samples=segments.young_samples,
     )
+    try:
+        sync.check_settings()
+    except TransientError as exc:
+        logger.warning("model settings not checked yet (checked on the first batch): %s", exc)
     census = Census(client, settings.key_prefix)
     census.start()
     return SegmentHandler(

@@ -43,6 +43,7 @@ def _shape(user_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
         # Cluster labels belong to a model version; the profile names the version instead.
         segment = {k: v for k, v in policy.assignment(record, "").items() if k != "cluster_label"}
         segment["since_event_time"] = record.since or None
+        segment["scored_event_time"] = record.scored or None
     return {
         "user_id": user_id,
         "as_of": None if found is None else found["as_of"],

@@ -30,20 +30,24 @@ class SegmentSettings(BaseModel):
 
     clusterer: str = "kmeans"
     k: int = Field(7, ge=2, le=64)
-    halflife: float = Field(0.05, gt=0, le=1)
-    warmup: int = Field(2_000, ge=10)
+    warmup: int = Field(200, ge=10)
+    population: int = Field(10_000, ge=64, le=1_000_000)
     classifier: str = "logistic"
-    learning_rate: float = Field(0.005, gt=0)
-    # Share of scorings the trainer learns from / that become labelled propensity snapshots.
-    learn_rate: float = Field(0.02, ge=0, le=1)
-    label_rate: float = Field(0.2, ge=0, le=1)
+    learning_rate: float = Field(0.05, gt=0)
+    # Samples a second the trainer learns from once the model has learned `young_samples`
+    # (before, it learns from every scoring); the share of scorings that become labelled
+    # propensity snapshots.
+    learn_per_s: float = Field(5_000, ge=0)
+    young_samples: int = Field(50_000, ge=0)
+    label_rate: float = Field(1.0, ge=0, le=1)
     horizon_days: float = Field(7, gt=0)
     # Comma-separated model inputs (numeric feature names); empty: the default set.
     features: str = ""
     recency_days: str = "7,14,30,60"
     bands: str = "0.2,0.5"
-    band_margin: float = Field(0.05, ge=0, lt=0.5)
+    band_margin: float = Field(0.1, ge=0, lt=0.5)
     cluster_margin: float = Field(0.1, ge=0, lt=1)
+    segment_margin: float = Field(0.1, ge=0, lt=1)
     confirmations: int = Field(2, ge=1)
     dwell_s: float = Field(86_400, ge=0)
     # `name: condition` rules separated by `;`; the first that matches names the segment.
@@ -113,7 +117,9 @@ class SegmentSettings(BaseModel):
             return self.signing_key_file.read_bytes().strip()
         return None
 
-    def config(self, windows: Sequence[Window] | None = None) -> SegmentConfig:
+    def config(
+        self, windows: Sequence[Window] | None = None, *, keep_days: float = 0
+    ) -> SegmentConfig:
         del windows  # rules were checked against every window's names
         recency = tuple(_floats(self.recency_days))
         bands = _floats(self.bands)
@@ -127,17 +133,18 @@ class SegmentSettings(BaseModel):
             **optional,
             clusterer=self.clusterer,
             k=self.k,
-            halflife=self.halflife,
             warmup=self.warmup,
+            population=self.population,
             classifier=self.classifier,
             learning_rate=self.learning_rate,
-            learn_rate=self.learn_rate,
             label_rate=self.label_rate,
             horizon_ms=int(self.horizon_days * DAY_MS),
+            keep_ms=int(keep_days * DAY_MS),
             recency_days=recency,
             bands=(bands[0], bands[1]),
             band_margin=self.band_margin,
             cluster_margin=self.cluster_margin,
+            segment_margin=self.segment_margin,
             confirmations=self.confirmations,
             dwell_ms=int(self.dwell_s * 1000),
             rules=parse_rules(self.rules),

@@ -116,6 +116,10 @@ class LoopSettings(BaseModel):
     backoff_initial_s: float = Field(0.1, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)
     max_event_bytes: int = Field(16_384, ge=64)
+    # A partition more than this ahead in event time of the slowest one still delivering is
+    # paused until it catches up (0: never); one that delivered nothing for `idle_s` is idle.
+    max_drift_s: float = Field(3_600, ge=0)
+    idle_s: float = Field(1.0, gt=0)
     max_future_ms: int = Field(3_600_000, ge=0)
 
 
@@ -127,8 +131,10 @@ class FeatureSettings(BaseModel):
     buckets: int = Field(24, ge=1, le=1_000)
     # Events more than this behind their partition's event-time watermark are dead-lettered.
     lateness_s: float = Field(3_600, ge=0)
-    # A user's keys expire after this long without an event (0: never).
-    ttl_days: float = Field(90, ge=0)
+    # A user's keys expire after this long without an event, in event time (0: never). A year,
+    # as RFM analysis looks back: a customer who buys once or twice a year stays known, and
+    # the win-back segments (At Risk, Hibernating, Lost) keep their members long enough to act.
+    ttl_days: float = Field(365, ge=0)
     # Users whose state the owner of a partition keeps in memory.
     cache_users: int = Field(200_000, ge=0)
 

@@ -6,6 +6,7 @@ see inside an instance, `segstream run` subprocesses where the process boundary 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -30,7 +31,7 @@ from segments.scoring import RFM_GRID, score
 from segments.snapshots import seal, unseal
 from stream.generate import generate
 from stream.loop import Loop, RunSummary
-from stream.models import ModelStore, Snapshot
+from stream.models import ModelStore
 from stream.pipeline import SegmentHandler, build_handler
 from stream.profiles import all_profiles, profile
 from stream.settings import Settings
@@ -178,19 +179,26 @@ def test_a_quiet_user_moves_to_at_risk_without_an_event_of_their_own(settings: S
     carry the event-time watermark past A's recency thresholds (7, 14, 30, 60 days).
 
     What the policy gives, derived from the code: no model is ever published here
-    (learn_rate=0, so no samples, no centres, no publish), so scoring uses the cold params:
-    no F/M quantiles, hence F = M = 1 and the grid's first column by R: R5 "New" (< 7 days),
-    R4 "Promising", R3 "About to Sleep" (14-30), R2 "Hibernating" (30-60), R1 "Lost" (>= 60).
-    Rules are switched off so only recency decides (the default `vip` rule would hold A while
-    its 30-day spend lasts). With the default hysteresis (a new segment is taken after
-    `confirmations` = 2 scorings spanning `dwell` = 1 day of event time; the timer looks again
-    when the dwell is over), every move takes two timer scorings: one at +15 d (candidate),
-    one at +16 d 1 h (confirmed); likewise at +31 d / +32 d 1 h and +61 d / +62 d 1 h.
+    (learn_per_s=0 and young_samples=0, so no samples, no centres, no labels, no publish), so
+    scoring uses the cold params: no F/M quantiles, hence F = M = 1 and the grid's first column
+    by R: R5 "New" (< 7 days), R4 "Promising", R3 "About to Sleep" (14-30), R2 "Hibernating"
+    (30-60), R1 "Lost" (>= 60). Rules are switched off so only recency decides (the default
+    `vip` rule would hold A while its 30-day spend lasts). A is due (its timer: a recency
+    threshold, or a horizon after its last scoring) at each step below:
+    - +15 d: 15 days are R3 even nudged by the segment margin (13.6 and 16.5 days give R4 and
+      R3, never New): a clear move, taken at once;
+    - +31 d: R2, but nudged (28.2 days) it is still About to Sleep: marginal, so only proposed;
+      confirmed by the timer a dwell later (+32 d 1 h, the second scoring over a day);
+    - +61 d: likewise R1, marginal (55.5 days: Hibernating), confirmed at +62 d 1 h.
+    The steps in between (+16 d 1 h) change nothing.
     """
-    settings = with_segments(with_partitions(settings, 1), learn_rate=0.0, rules="")
+    settings = with_segments(
+        with_partitions(settings, 1), learn_per_s=0.0, young_samples=0, label_rate=0.0, rules=""
+    )
     config = settings.segments.config()
     assert config.recency_days == (7.0, 14.0, 30.0, 60.0)
     assert (config.confirmations, config.dwell_ms) == (2, DAY), "the steps assume these"
+    assert config.segment_margin == 0.1, "the steps assume this"
     assert RFM_GRID[3][0] == "About to Sleep"
     assert RFM_GRID[2][0] == "Hibernating"
     assert RFM_GRID[1][0] == "Lost"
@@ -214,24 +222,18 @@ def test_a_quiet_user_moves_to_at_risk_without_an_event_of_their_own(settings: S
     last_purchase = base + 20 * DAY + 5 * MINUTE
     assert max(orjson.loads(v)["ts"] for _, v in history) == last_purchase
 
-    # Per threshold crossed: a first scoring (the candidate), then scorings after the dwell
-    # until `confirmations` of them saw it; only the last one changes the segment.
-    steps: list[int] = []
-    expected_after_step: list[tuple[str, int]] = []
-    confirming: list[int] = []
-    previous = "New"
-    for changes, (days, segment) in enumerate(
-        [(15, "About to Sleep"), (31, "Hibernating"), (61, "Lost")], start=2
-    ):
-        scorings = [days * DAY]
-        scorings += [
-            days * DAY + config.dwell_ms + k * HOUR for k in range(1, config.confirmations)
-        ]
-        steps += scorings
-        expected_after_step += [(previous, changes - 1)] * (len(scorings) - 1)
-        expected_after_step.append((segment, changes))
-        confirming.append(scorings[-1])
-        previous = segment
+    confirm = config.dwell_ms + HOUR
+    plan = [
+        (15 * DAY, ("About to Sleep", 2)),
+        (16 * DAY + HOUR, ("About to Sleep", 2)),
+        (31 * DAY, ("About to Sleep", 2)),
+        (31 * DAY + confirm, ("Hibernating", 3)),
+        (61 * DAY, ("Hibernating", 3)),
+        (61 * DAY + confirm, ("Lost", 4)),
+    ]
+    steps = [step for step, _ in plan]
+    expected_after_step = [expected for _, expected in plan]
+    confirming = [15 * DAY, 31 * DAY + confirm, 61 * DAY + confirm]
     assert last_purchase + steps[-1] < time.time() * 1000  # not in the future
     others = ("B", "C", "D")
 
@@ -287,7 +289,7 @@ def test_a_quiet_user_moves_to_at_risk_without_an_event_of_their_own(settings: S
     confirmed = [last_purchase + s for s in confirming]
     for change, at in zip(mine[1:], confirmed, strict=True):
         assert at <= change["event_time_ms"] <= at + 20_000
-        assert change["features"]["events_total"] == len(history)
+        assert change["features"]["frequency"] == 6
         assert change["features"]["days_since_last_seen"] > (at - last_purchase) / DAY - 1
     # Each change is published once: key A's timer changes are not repeated by later batches.
     assert len({c["change_id"] for c in mine}) == len(mine)
@@ -346,14 +348,11 @@ def _hand_made_rows(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
 def test_two_instances_share_one_model_version_and_agree(
     settings: Settings, tmp_path: Path
 ) -> None:
-    settings = with_segments(
-        settings, learn_rate=1.0, snapshot_interval_s=0.5, refresh_interval_s=0.2
-    )
+    settings = with_segments(settings, snapshot_interval_s=0.5, refresh_interval_s=0.2)
     ensure_topics(settings)
     lines = generated(tmp_path, 400, 20, 5)
     env = {
         **env_for(settings),
-        "SEGSTREAM_SEGMENTS__LEARN_RATE": "1.0",
         "SEGSTREAM_SEGMENTS__SNAPSHOT_INTERVAL_S": "0.5",
         "SEGSTREAM_SEGMENTS__REFRESH_INTERVAL_S": "0.2",
         "SEGSTREAM_LOOP__BATCH_SIZE": "200",
@@ -416,31 +415,29 @@ def test_two_instances_share_one_model_version_and_agree(
     a = store_for(settings).load(latest)
     b = store_for(settings).load(latest)
     assert a is not None and b is not None
-    assert a.params.clusters_ready
-    assert np.array_equal(a.params.centers, b.params.centers)
-    assert np.array_equal(a.params.cluster_ids, b.params.cluster_ids)
+    assert a.clusters_ready
+    assert np.array_equal(a.centers, b.centers)
+    assert np.array_equal(a.cluster_ids, b.cluster_ids)
     engine = Engine(settings.segments.config())
     inputs, rfm_values = _hand_made_rows(engine)
     recency = settings.segments.config().recency_days
     one, two = (
-        score(a.params, inputs, rfm_values, recency),
-        score(b.params, inputs, rfm_values, recency),
+        score(a, inputs, rfm_values, recency),
+        score(b, inputs, rfm_values, recency),
     )
-    assert np.array_equal(a.params.cluster_ids[one.nearest], b.params.cluster_ids[two.nearest])
+    assert np.array_equal(a.cluster_ids[one.nearest], b.cluster_ids[two.nearest])
     assert np.array_equal(one.distances, two.distances)
     assert one.rfm == two.rfm
     assert np.array_equal(one.propensity, two.propensity, equal_nan=True)
     # The scores do tell users apart (a model, not a constant).
-    assert len(set(a.params.cluster_ids[one.nearest].tolist())) >= 2
+    assert len(set(a.cluster_ids[one.nearest].tolist())) >= 2
 
 
 # -- 3. the model survives a restart -----------------------------------------------------------
 
 
 def test_the_model_survives_a_restart(settings: Settings, tmp_path: Path) -> None:
-    settings = with_segments(
-        settings, learn_rate=1.0, snapshot_interval_s=0.5, refresh_interval_s=0.2
-    )
+    settings = with_segments(settings, snapshot_interval_s=0.5, refresh_interval_s=0.2)
     ensure_topics(settings)
     bootstrap, topic = settings.kafka.bootstrap_servers, settings.topics.events
     produce(bootstrap, topic, keyed(generated(tmp_path, 150, 5, 3)))
@@ -456,8 +453,9 @@ def test_the_model_survives_a_restart(settings: Settings, tmp_path: Path) -> Non
     assert version >= 1
     assert handler.sync.params.version == version
     snapshot = store.load(version)
-    assert snapshot is not None
-    learned = snapshot.model.learned
+    trainer = store.trainer()
+    assert snapshot is not None and trainer is not None
+    learned = trainer.learned
     assert learned > 0
 
     restarted = build_handler(settings)
@@ -466,12 +464,12 @@ def test_the_model_survives_a_restart(settings: Settings, tmp_path: Path) -> Non
         restarted.sync.refresh()  # what the first batch does, before any new event
         params = restarted.sync.params
         assert params.version == version
-        assert np.array_equal(params.centers, snapshot.params.centers)
-        assert np.array_equal(params.cluster_ids, snapshot.params.cluster_ids)
-        assert np.array_equal(params.mean, snapshot.params.mean)
-        assert np.array_equal(params.scale, snapshot.params.scale)
+        assert np.array_equal(params.centers, snapshot.centers)
+        assert np.array_equal(params.cluster_ids, snapshot.cluster_ids)
+        assert np.array_equal(params.mean, snapshot.mean)
+        assert np.array_equal(params.scale, snapshot.scale)
         assert np.array_equal(params.centers, handler.sync.params.centers)
-        assert params.cluster_labels == snapshot.params.cluster_labels
+        assert params.cluster_labels == snapshot.cluster_labels
         assert restarted.sync.trainer  # the lease was released at close; training resumes
 
         # New events: training continues from the snapshot, versions continue after it.
@@ -482,9 +480,9 @@ def test_the_model_survives_a_restart(settings: Settings, tmp_path: Path) -> Non
     assert second.processed > 0
     after = store.current()
     assert after > version
-    resumed = store.load(after)
+    resumed = store.trainer()
     assert resumed is not None
-    assert resumed.model.learned > learned
+    assert resumed.learned > learned
 
 
 # -- 4. kill -9: no change lost or duplicated with a different meaning -------------------------
@@ -498,7 +496,6 @@ def test_no_change_is_lost_or_duplicated_after_kill_9(settings: Settings, tmp_pa
         **env_for(settings),  # batches of 50
         "SEGSTREAM_LOOP__COMMIT_INTERVAL_S": "0.2",
         # Models are published while the kill lands, so segments move for many users at once.
-        "SEGSTREAM_SEGMENTS__LEARN_RATE": "0.2",
         "SEGSTREAM_SEGMENTS__SNAPSHOT_INTERVAL_S": "1",
     }
 
@@ -539,8 +536,7 @@ def test_no_change_is_lost_or_duplicated_after_kill_9(settings: Settings, tmp_pa
         by_id[change["change_id"]].append(change)
     # A duplicate is the same decision published again.
     for change_id, copies in by_id.items():
-        assert len({orjson.dumps(c["current"]) for c in copies}) == 1, (change_id, copies)
-        assert len({orjson.dumps(c["previous"]) for c in copies}) == 1, (change_id, copies)
+        assert len({orjson.dumps(decision(c)) for c in copies}) == 1, (change_id, copies)
 
     users = {orjson.loads(line)["user_id"] for line in lines}
     profiles = {p["user_id"]: p for p in all_profiles(settings)}
@@ -556,19 +552,19 @@ def test_no_change_is_lost_or_duplicated_after_kill_9(settings: Settings, tmp_pa
         if sorted(seqs[user]) != list(range(1, n + 1)):
             problems.append((user, n, sorted(seqs[user])))
             continue
-        last = by_id[f"{user}:{n}"][0]["current"]
+        last = segment_changes(by_id, user, n)[-1]["current"]
         if (last["segment"], last["propensity_band"]) != (
             shown["segment"]["segment"],
             shown["segment"]["propensity_band"],
         ):
             problems.append((user, last, shown["segment"]))
     assert not problems, problems[:10]
-    # The chain of each user's changes links up: change k's current is change k+1's previous.
+    # The chain of each user's segment changes links up: each one's current is the next one's
+    # previous (membership events in between are numbered in the same sequence).
     for user in users:
-        n = profiles[user]["changes"]
-        for k in range(1, n):
-            after = by_id[f"{user}:{k + 1}"][0]["previous"]
-            assert by_id[f"{user}:{k}"][0]["current"]["segment"] == after["segment"], user
+        chain = segment_changes(by_id, user, profiles[user]["changes"])
+        for before, after in itertools.pairwise(chain):
+            assert before["current"]["segment"] == after["previous"]["segment"], user
     # The population tallies count every user once, in their current segment and cluster,
     # through the kill, the re-read batches and the retries.
     assert tallies(settings) == truth(profiles.values())
@@ -578,6 +574,22 @@ def test_no_change_is_lost_or_duplicated_after_kill_9(settings: Settings, tmp_pa
     assert forget.returncode == 0, forget.stderr.decode()[-2000:]
     del profiles[gone]
     assert tallies(settings) == truth(profiles.values())
+
+
+def decision(change: dict[str, Any]) -> Any:
+    """What a change says, without when it was sent: a segment change's before and after, a
+    membership's segment and direction."""
+    if change["type"] == "membership":
+        return change["segment"], change["entered"]
+    return change["previous"], change["current"]
+
+
+def segment_changes(
+    by_id: dict[str, list[dict[str, Any]]], user: str, n: int
+) -> list[dict[str, Any]]:
+    """The user's segment changes 1..n in order (membership events left out)."""
+    found = [by_id[f"{user}:{k}"][0] for k in range(1, n + 1)]
+    return [c for c in found if c["type"] == "segment"]
 
 
 def tallies(settings: Settings) -> dict[str, int]:
@@ -615,18 +627,22 @@ def test_a_bad_signature_is_refused(settings: Settings, tmp_path: Path) -> None:
     # The canary works: a blob sealed with our key is unpickled (and is not a model).
     control = tmp_path / "control"
     client.set(keys.model_snapshot(prefix, 7), seal(_Canary(control), SIGNING_KEY.encode()))
-    with pytest.raises(SnapshotError, match="does not hold a model"):
+    with pytest.raises(SnapshotError, match="does not hold a Params"):
         store_for(settings).load(7)
     assert control.is_dir()
 
-    # Signed with another key and made the current version: refused before pickle runs, by
-    # the store, by an instance following the model, and by one taking the trainer lease.
+    # Signed with another key and made the current version and the trainer's state: refused
+    # before pickle runs, by the store, by an instance following the model, and by one taking
+    # the trainer lease.
     canary = tmp_path / "canary"
     forged = seal(_Canary(canary), b"someone-else-key-0123456789")
     client.set(keys.model_snapshot(prefix, 8), forged)
+    client.set(keys.model_trainer(prefix), forged)
     client.set(keys.model_current(prefix), 8)
     with pytest.raises(SnapshotError, match="signature"):
         store_for(settings).load(8)
+    with pytest.raises(SnapshotError, match="signature"):
+        store_for(settings).trainer()
     follower, trainer = build_handler(settings), build_handler(settings)
     try:
         assert store_for(settings).hold_lease("another-instance", 60_000)
@@ -643,7 +659,7 @@ def test_a_bad_signature_is_refused(settings: Settings, tmp_path: Path) -> None:
         trainer.close()
 
     # A genuine snapshot with one byte of its body changed is refused too.
-    genuine = seal(Snapshot(follower.sync.params, None), SIGNING_KEY.encode())  # type: ignore[arg-type]
+    genuine = seal(follower.sync.params, SIGNING_KEY.encode())
     tampered = genuine[:-1] + bytes([genuine[-1] ^ 1])
     client.set(keys.model_snapshot(prefix, 9), tampered)
     with pytest.raises(SnapshotError, match="signature"):
