@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 import msgspec
 import orjson
@@ -32,7 +32,7 @@ from features.store import FeatureStore
 from stream import metrics
 from stream.features_handler import feature_store, redis_client
 from stream.generate import generate
-from stream.handler import Batch, BatchHandler, NullHandler, Outcome
+from stream.handler import Batch, BatchHandler, NullHandler, Outcome, Passthrough
 from stream.loop import Loop, RunSummary
 from stream.pipeline import SegmentHandler, build_handler
 from stream.replay import Pacer, Pacing, Record, read_records, replay
@@ -53,26 +53,7 @@ START_MS = 1_767_225_600_000  # event times of bench events start here, 10 ms ap
 LATENCY_USERS_EVENTS = 50_000
 
 
-H = TypeVar("H", bound=BatchHandler)
-
-
-class _Wrapper(Generic[H]):
-    """A handler around the service's: the bench's probes see batches, the rest passes on."""
-
-    def __init__(self, inner: H) -> None:
-        self.inner = inner
-
-    def partitions_assigned(self, partitions: Sequence[int]) -> None:
-        self.inner.partitions_assigned(partitions)
-
-    def partitions_revoked(self, partitions: Sequence[int]) -> None:
-        self.inner.partitions_revoked(partitions)
-
-    def committed(self, next_offsets: dict[int, int]) -> None:
-        self.inner.committed(next_offsets)
-
-
-class LatencyProbe(_Wrapper[BatchHandler]):
+class LatencyProbe(Passthrough[BatchHandler]):
     """Wraps a handler and records, per event, wall time after handling minus event time.
 
     Events stamped before `measure_from_ms` are left out: the first fetches after an assignment
@@ -180,9 +161,7 @@ def _fresh(settings: Settings) -> Settings:
         update={"events": f"{run}.events", "segments": f"{run}.segments", "dlq": f"{run}.dlq"}
     )
     ports = settings.metrics.model_copy(update={"port": 0})
-    # A model from the first 500 samples, so the timed part of each stage is scored with one
-    # (a live service reaches the default warm-up of 2,000 within seconds).
-    segments = settings.segments.model_copy(update={"warmup": 500})
+    segments = settings.segments
     if segments.signing() is None:
         # A throwaway key: the run's snapshots are read by this run only.
         segments = segments.model_copy(update={"signing_key": SecretStr(uuid.uuid4().hex)})
@@ -306,7 +285,7 @@ def _run_pipeline(settings: Settings, events: int) -> dict[str, object]:
     }
 
 
-class BatchClock(_Wrapper[SegmentHandler]):
+class BatchClock(Passthrough[SegmentHandler]):
     """Wraps the service's handler and notes when each batch was done, so parts of one run
     can be timed."""
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
+import orjson
 from confluent_kafka import Producer
 
 from features.events import parse_timestamp
@@ -183,7 +183,14 @@ def register_evaluate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "evaluate",
         parents=[common],
-        help="segment quality against personas, propensity metrics, a report with plots",
+        help="the service's step over a file: segments against personas, propensity, report",
+        description=(
+            "Runs the service's own batch step over a file of events (generated when none is"
+            " given) against a local or configured Redis, then scores the segments against the"
+            " generator's personas and the propensity on held-out labels. With --transactions,"
+            " replays a purchase log up to a split date and compares the service's propensity"
+            " with RFM quintiles and BG/NBD on who bought after it."
+        ),
     )
     p.add_argument("--events", type=Path, help="JSONL/CSV (gzip too); default: generate")
     p.add_argument("--personas", type=Path, help="user_id,persona CSV of the events")
@@ -193,12 +200,30 @@ def register_evaluate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--holdout", type=float, default=0.3,
                    help="last share of event time held out for propensity metrics")  # fmt: skip
-    p.add_argument("--learn-rate", type=float, help="override SEGSTREAM_SEGMENTS__LEARN_RATE")
+    p.add_argument("--transactions", type=existing_file, metavar="CSV",
+                   help="a purchase log (customer, date, amount), gzip too")  # fmt: skip
+    p.add_argument("--split", type=_iso_date_ms, metavar="DATE",
+                   help="first day of the holdout (default: by --holdout)")  # fmt: skip
+    p.add_argument("--columns", type=_three_names, metavar="CUSTOMER,DATE,AMOUNT",
+                   help="the log's column names (default: found by name)")  # fmt: skip
     p.add_argument("--report", type=Path, default=Path(".evaluate/report"))
     p.set_defaults(command=cmd_evaluate)
 
 
+def _three_names(text: str) -> tuple[str, str, str]:
+    names = [part.strip() for part in text.split(",")]
+    if len(names) != 3 or not all(names):
+        msg = f"expected CUSTOMER,DATE,AMOUNT, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return names[0], names[1], names[2]
+
+
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    if not 0.0 < args.holdout < 1.0:
+        msg = f"--holdout must be between 0 and 1, got {args.holdout}"
+        raise ConfigError(msg)
+    if args.transactions is not None:
+        return _evaluate_transactions(args, settings)
     from stream.evaluate import EvaluateOptions, evaluate
     from stream.generate import generate
     from stream.progress import Progress
@@ -207,23 +232,45 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if (args.events is None) != (args.personas is None):
         msg = "--events and --personas go together (give both, or neither to generate)"
         raise ConfigError(msg)
-    if not 0.0 < args.holdout < 1.0:
-        msg = f"--holdout must be between 0 and 1, got {args.holdout}"
-        raise ConfigError(msg)
     events, personas = args.events, args.personas
     if events is None:
         events, personas = args.report.parent / "events.jsonl", args.report.parent / "personas.csv"
         progress = Progress("generate")
         generate(args.users, args.days, args.seed, events, personas, progress=progress)
         progress.close()
-    config = settings.segments.config()
-    if args.learn_rate is not None:
-        config = dataclasses.replace(config, learn_rate=args.learn_rate)
     progress = Progress("evaluate")
-    evaluation = evaluate(events, personas, config, EvaluateOptions(holdout=args.holdout), progress)
+    evaluation = evaluate(
+        events,
+        personas,
+        settings,
+        EvaluateOptions(holdout=args.holdout),
+        workdir=args.report.parent,
+        progress=progress,
+    )
     progress.close()
     path = write_report(args.report, evaluation)
     print_json({**evaluation.as_dict(), "report": str(path)})
+    return 0
+
+
+def _evaluate_transactions(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.evaluate import TransactionsOptions, evaluate_transactions
+    from stream.progress import Progress
+
+    if args.events is not None or args.personas is not None:
+        msg = "--transactions replaces --events and --personas"
+        raise ConfigError(msg)
+    progress = Progress("evaluate")
+    options = TransactionsOptions(split_ms=args.split, holdout=args.holdout, columns=args.columns)
+    figures = evaluate_transactions(
+        args.transactions, settings, options, workdir=args.report.parent, progress=progress
+    )
+    progress.close()
+    args.report.mkdir(parents=True, exist_ok=True)
+    (args.report / "transactions.json").write_bytes(
+        orjson.dumps(figures, option=orjson.OPT_INDENT_2)
+    )
+    print_json(figures)
     return 0
 
 
@@ -278,6 +325,41 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def register_model(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("model", parents=[common], help="the shared model: show it, or reset it")
+    actions = p.add_subparsers(dest="model_action", required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        parents=[common],
+        help="version, samples learned, quality, and the settings it was built with (JSON)",
+    )
+    show.set_defaults(command=cmd_model_show)
+    reset = actions.add_parser(
+        "reset",
+        parents=[common],
+        help="delete the model (stop every instance first); the next run learns a new one",
+    )
+    reset.add_argument("--yes", action="store_true", help="really delete it")
+    reset.set_defaults(command=cmd_model_reset)
+
+
+def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.models import show_model
+
+    print_json(show_model(settings))
+    return 0
+
+
+def cmd_model_reset(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.models import reset_model
+
+    if not args.yes:
+        msg = "model reset deletes the shared model and every instance learns anew: add --yes"
+        raise ConfigError(msg)
+    print_json(reset_model(settings))
+    return 0
+
+
 REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_run,
     register_generate,
@@ -287,5 +369,6 @@ REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_demo,
     register_bench,
     register_evaluate,
+    register_model,
     register_check,
 ]

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from features.store import FeatureStore
 from stream.demo_segments import segment_table
+from stream.evaluate import EvaluateOptions, Recorder
 from stream.generate import GenerateSummary, generate
 from stream.health import Health, redis_pinger, serve
 from stream.loop import Loop, RunSummary
@@ -50,10 +51,11 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
         replayed = _replay(settings, workdir / "events.jsonl")
         handler = build_handler(settings)
         store = handler.store
+        recorder = Recorder(handler)
         health = Health(settings.metrics.stall_s, redis_pinger(settings.redis.url))
         metrics_url = _serve_metrics(health, settings, resources)
         try:
-            service = Loop(settings, handler, health).run(until_idle=5.0)
+            service = Loop(settings, recorder, health).run(until_idle=5.0)
         finally:
             handler.close()
         print(
@@ -68,7 +70,7 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
             )
         )
         print("\n".join(_feature_table(store, workdir / "personas.csv", settings.key_prefix)))
-        print("\n".join(segment_table(settings, handler, workdir)))
+        print("\n".join(segment_table(settings, recorder, workdir, EvaluateOptions())))
         return 0 if service.clean_exit and not replayed.errors else 1
 
 
@@ -79,11 +81,10 @@ def _demo_settings(stack: Stack) -> Settings:
     # Fences in Redis are offsets of the input topic: a fresh topic needs fresh keys.
     settings = settings.model_copy(update={"key_prefix": run})
     if settings.segments.signing() is None:
-        # A throwaway key: this run's model snapshots are read by this run only.
+        # A throwaway key: this run's model snapshots are read by this run only. Nothing else
+        # of the segmentation differs from what `segstream run` does with the same settings.
         key = SecretStr(uuid.uuid4().hex)
-        # Short snapshots: the demo's service runs for seconds, not hours.
-        demo = {"signing_key": key, "warmup": 200, "snapshot_interval_s": 1.0}
-        segments = settings.segments.model_copy(update=demo)
+        segments = settings.segments.model_copy(update={"signing_key": key})
         settings = settings.model_copy(update={"segments": segments})
     if stack.kafka_started:
         return settings.model_copy(update={"kafka": kafka})

@@ -1,35 +1,36 @@
-"""The demo's closing tables: segments and clusters as the service left them in Redis, scored
-against the generator's personas, and the evaluation report of the same events."""
+"""The demo's closing tables: segments and clusters as the service left them in Redis, and how
+the run did against the generator's personas, with the evaluation report of the same run."""
 
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from pathlib import Path
 
 from segments import policy
-from stream.evaluate import EvaluateOptions, evaluate
+from stream.evaluate import EvaluateOptions, Recorder, assess
 from stream.pipeline import SegmentHandler
-from stream.progress import Progress
-from stream.quality import adjusted_rand_index, normalized_mutual_info
+from stream.quality import Evaluation
 from stream.report import write_report
 from stream.settings import Settings
 
 EXAMPLES = 3
 
 
-def segment_table(settings: Settings, handler: SegmentHandler, workdir: Path) -> list[str]:
+def segment_table(
+    settings: Settings, recorder: Recorder, workdir: Path, stats: EvaluateOptions
+) -> list[str]:
+    """The segments and clusters in Redis, and the figures of the run with its report."""
+    handler = recorder.inner
     with (workdir / "personas.csv").open(newline="") as handle:
         persona_of = {row["user_id"]: row["persona"] for row in csv.DictReader(handle)}
-    records = {
-        found["user_id"]: policy.load(found["segment"])
-        for found in handler.store.profiles()
-        if found["segment"]
-    }
+    states = dict(handler.store.states())
+    records = {user: policy.load(state.segment) for user, state in states.items()}
     lines = [*_segments(records), "", *_clusters(records, persona_of, handler), ""]
-    lines += _quality(records, persona_of, handler)
-    lines += ["", *_report(settings, workdir)]
-    return lines
+    evaluation = assess(recorder, states, persona_of, stats, settings)
+    path = write_report(workdir / "report", evaluation)
+    return [*lines, *_quality(evaluation, handler), f"report      {path}"]
 
 
 def _segments(records: dict[str, policy.Record]) -> list[str]:
@@ -61,39 +62,41 @@ def _clusters(
     return lines
 
 
-def _quality(
-    records: dict[str, policy.Record], persona_of: dict[str, str], handler: SegmentHandler
-) -> list[str]:
-    users = [u for u, r in records.items() if r.cluster >= 0 and u in persona_of]
-    truth = [persona_of[u] for u in users]
-    clusters = [records[u].cluster for u in users]
-    live = handler.quality.as_dict()
+def _quality(evaluation: Evaluation, handler: SegmentHandler) -> list[str]:
+    """The run's figures: when the model came, how its segments and scores did."""
+    e, timeline = evaluation, evaluation.timeline
+    prop, delays = e.propensity, e.delays
+    live = handler.quality
+    clusters = (
+        f"ARI {e.ari:.3f}, NMI {e.nmi:.3f} over {e.clustered:,} users"
+        if e.clustered
+        else "no clusters (the model never had enough users to seed them)"
+    )
     lines = [
-        f"clusters vs personas: ARI {adjusted_rand_index(truth, clusters):.3f}, "
-        f"NMI {normalized_mutual_info(truth, clusters):.3f} over {len(users):,} users",
+        f"model       first clusters after {_at(timeline['clusters_at_event'], e.events)}, "
+        f"first propensity after {_at(timeline['propensity_at_event'], e.events)}",
+        f"clusters vs personas: {clusters}",
+        f"propensity  held-out ROC AUC {_num(prop['auc'])} on the last 30% of event time "
+        f"({int(prop['positives'] + prop['negatives']):,} labels); all labels "
+        f"{_num(live.roc_auc())} on {live.labels:,}",
+        f"changes     {e.changes:,} segment changes, flapping {e.flapping_rate:.1%}; "
+        f"rule segments entered {timeline['memberships_entered']:,}, "
+        f"left {timeline['memberships_left']:,}",
     ]
-    if handler.quality.both_outcomes():
+    if delays.get("promotions"):
         lines.append(
-            f"propensity, live (scored before labelled): ROC AUC {live['roc_auc']:.3f}, "
-            f"log loss {live['log_loss']:.3f}, F1 {live['f1']:.3f} on {live['labels']:,} labels"
+            f"            purchase-driven promotions: {int(delays['promotions']):,}, median "
+            f"delay {delays['median_batches']:g} batches "
+            f"({delays['median_ms'] / 3_600_000:.1f} h of event time)"
         )
     return lines
 
 
-def _report(settings: Settings, workdir: Path) -> list[str]:
-    progress = Progress("evaluate")
-    evaluation = evaluate(
-        workdir / "events.jsonl",
-        workdir / "personas.csv",
-        settings.segments.config(),
-        EvaluateOptions(),
-        progress,
-    )
-    progress.close()
-    path = write_report(workdir / "report", evaluation)
-    return [
-        f"evaluation of the same events offline: ARI {evaluation.ari:.3f}, "
-        f"NMI {evaluation.nmi:.3f}, held-out propensity ROC AUC "
-        f"{evaluation.propensity['auc']:.3f}, flapping {evaluation.flapping_rate:.1%}",
-        f"report      {path}",
-    ]
+def _at(events: object, total: int) -> str:
+    if not isinstance(events, int):
+        return "never"
+    return f"{events:,} events ({events / max(total, 1):.1%})"
+
+
+def _num(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from features.events import Event, InvalidEvent
 from stream.publisher import OutMessage
@@ -69,3 +69,22 @@ class NullHandler:
 
     def committed(self, next_offsets: dict[int, int]) -> None:
         return None
+
+
+H = TypeVar("H", bound=BatchHandler)
+
+
+class Passthrough(Generic[H]):
+    """A handler around another: subclasses see each batch in `handle`, the rest passes on."""
+
+    def __init__(self, inner: H) -> None:
+        self.inner = inner
+
+    def partitions_assigned(self, partitions: Sequence[int]) -> None:
+        self.inner.partitions_assigned(partitions)
+
+    def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        self.inner.partitions_revoked(partitions)
+
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        self.inner.committed(next_offsets)

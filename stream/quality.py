@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -168,6 +168,17 @@ class Change:
     time_ms: int  # event time of the decision
     previous: str | None  # None for a user's first assignment
     current: str
+    # Propensity bands before and after: a change of band alone is a change too.
+    previous_band: str = ""
+    current_band: str = ""
+
+    @property
+    def before(self) -> tuple[str | None, str]:
+        return self.previous, self.previous_band
+
+    @property
+    def after(self) -> tuple[str, str]:
+        return self.current, self.current_band
 
 
 def transitions(changes: Iterable[Change]) -> dict[tuple[str, str], int]:
@@ -185,7 +196,8 @@ def _by_user(changes: Sequence[Change]) -> dict[str, list[Change]]:
 
 
 def flapping_rate(changes: Sequence[Change], window_ms: int) -> float:
-    """Share of changes A->B whose user's next change is B->A at most window_ms later.
+    """Share of changes A->B whose user's next change is B->A at most window_ms later, where
+    A and B are (segment, propensity band) pairs.
 
     First assignments are not counted at all: there is nothing to flap back to.
     """
@@ -197,8 +209,8 @@ def flapping_rate(changes: Sequence[Change], window_ms: int) -> float:
             moves += 1
             if (
                 following is not None
-                and following.previous == change.current
-                and following.current == change.previous
+                and following.before == change.after
+                and following.after == change.before
                 and following.time_ms - change.time_ms <= window_ms
             ):
                 reversed_ += 1
@@ -292,6 +304,7 @@ class Evaluation:
 
     users: int
     events: int
+    clustered: int  # users with a cluster; 0 means no model had clusters (ARI, NMI are nan)
     ari: float
     nmi: float
     purity: dict[str, float]  # per persona
@@ -310,6 +323,11 @@ class Evaluation:
     projection: npt.NDArray[np.float64]  # (m, 2) sample of users from pca_2d
     projection_clusters: list[int]  # cluster of each projected user
     settings: dict[str, object]  # free-form run settings (learn rate, k, ...)
+    # When the model became usable: events handled before the first version with clusters,
+    # with a propensity; the events held out for propensity figures.
+    timeline: dict[str, object] = field(default_factory=dict)
+    # Event-time delays of purchase-driven promotions (see `promotion_delays`).
+    delays: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-safe summary for metrics.json; the projection is left to the plot."""
@@ -317,6 +335,7 @@ class Evaluation:
         summary: dict[str, object] = {
             "users": self.users,
             "events": self.events,
+            "clustered": self.clustered,
             "ari": self.ari,
             "nmi": self.nmi,
             "purity": self.purity,
@@ -333,5 +352,7 @@ class Evaluation:
             "sizes_times": self.sizes_times,
             "sizes_series": self.sizes_series,
             "settings": self.settings,
+            "timeline": self.timeline,
+            "delays": self.delays,
         }
         return {key: _json_safe(value) for key, value in summary.items()}

@@ -147,17 +147,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _headline(e: Evaluation) -> list[str]:
     prop = e.propensity
-    rows = [
-        ["Adjusted Rand index (clusters vs personas)", _num(e.ari)],
-        ["Normalised mutual information", _num(e.nmi)],
-        ["Overall purity", _num(e.overall_purity)],
-        ["Propensity ROC AUC", _num(prop.get("auc"))],
-        ["Propensity log loss", _num(prop.get("log_loss"))],
-        ["Propensity precision", _num(prop.get("precision"))],
-        ["Propensity recall", _num(prop.get("recall"))],
-        ["Propensity F1", _num(prop.get("f1"))],
+    rows = [*_cluster_rows(e), *_propensity_rows(prop)]
+    rows += [
         ["Segment changes", f"{e.changes:,}"],
         ["Flapping rate", f"{_num(e.flapping_rate)} ({_share(e.flapping_rate)})"],
+        *_timeline_rows(e),
     ]
     notes = [
         "ARI is 1 when clusters reproduce the personas exactly and about 0 for a random "
@@ -166,12 +160,64 @@ def _headline(e: Evaluation) -> list[str]:
         "",
         f"Propensity outcomes: {_count(prop.get('positives'))} positive, "
         f"{_count(prop.get('negatives'))} negative (base rate "
-        f"{_num(prop.get('base_rate'))}); precision, recall and F1 count a propensity at "
-        "or above the decision threshold as a predicted positive. The flapping rate is the "
-        "share of segment moves that the same user reverses within the window.",
+        f"{_num(prop.get('base_rate'))}); each score was given before its outcome was known. "
+        "Precision, recall and F1 count a propensity at or above the decision threshold as a "
+        "predicted positive. The flapping rate is the share of segment or band moves that the "
+        "same user reverses within the window. A purchase-driven promotion is a move to a more "
+        "valuable segment first proposed in the batch that carried the purchase; its delay "
+        "counts batches from that one (0: the same batch).",
         "",
     ]
     return ["## Headline figures", "", *_table(["Metric", "Value"], rows), *notes]
+
+
+def _cluster_rows(e: Evaluation) -> list[list[str]]:
+    if not e.clustered:
+        nothing = "no clusters: the model never had enough users to seed them"
+        return [["Clusters", nothing]]
+    return [
+        ["Adjusted Rand index (clusters vs personas)", _num(e.ari)],
+        ["Normalised mutual information", _num(e.nmi)],
+        ["Overall purity", _num(e.overall_purity)],
+        ["Users with a cluster", f"{e.clustered:,} of {e.users:,}"],
+    ]
+
+
+def _propensity_rows(prop: dict[str, float]) -> list[list[str]]:
+    return [
+        ["Propensity ROC AUC (held out)", _num(prop.get("auc"))],
+        ["Propensity log loss", _num(prop.get("log_loss"))],
+        ["Propensity precision", _num(prop.get("precision"))],
+        ["Propensity recall", _num(prop.get("recall"))],
+        ["Propensity F1", _num(prop.get("f1"))],
+    ]
+
+
+def _timeline_rows(e: Evaluation) -> list[list[str]]:
+    timeline, delays = e.timeline, e.delays
+    rows = []
+    for key, name in (("clusters_at_event", "clusters"), ("propensity_at_event", "propensity")):
+        if key in timeline:
+            at = timeline[key]
+            when = "never" if not isinstance(at, int) else f"after {at:,} events"
+            rows.append([f"First {name}", f"{when} of {e.events:,}"])
+    if delays.get("promotions"):
+        rows.append(
+            [
+                "Purchase-driven promotions: median (p90) delay",
+                f"{delays['median_batches']:g} ({delays['p90_batches']:g}) batches, "
+                f"{delays['median_ms'] / 3_600_000:.1f} h of event time, "
+                f"{int(delays['promotions']):,} promotions",
+            ]
+        )
+    if "memberships_entered" in timeline:
+        rows.append(
+            [
+                "Rule segments entered / left",
+                f"{timeline['memberships_entered']:,} / {timeline['memberships_left']:,}",
+            ]
+        )
+    return rows
 
 
 def _count(value: float | None) -> str:
@@ -236,7 +282,7 @@ def render_markdown(evaluation: Evaluation) -> str:
         f"{e.users:,} users, {e.events:,} events, scored against the generator's personas.",
         "",
         *_headline(e),
-        *_purity(e),
+        *(_purity(e) if e.clustered else []),
         *_clusters(e),
         *_segments(e),
         *_transitions(e),

@@ -37,6 +37,15 @@ def ensure_stack(settings: Settings, workdir: Path, resources: ExitStack) -> Sta
         resources.callback(broker.stop)
         kafka = kafka.model_copy(update={"bootstrap_servers": broker.address})
         kafka_started = True
+    with_redis = ensure_redis(settings, workdir, resources)
+    updated = with_redis.settings.model_copy(update={"kafka": kafka})
+    return Stack(updated, kafka_started, with_redis.redis_started)
+
+
+def ensure_redis(settings: Settings, workdir: Path, resources: ExitStack) -> Stack:
+    """Settings pointing at an answering Redis (a local one is started when none is configured
+    and none answers on the default address); Kafka is left as configured."""
+    workdir.mkdir(parents=True, exist_ok=True)
     redis = settings.redis
     redis_started = False
     if not redis_answers(redis.url):
@@ -47,8 +56,7 @@ def ensure_stack(settings: Settings, workdir: Path, resources: ExitStack) -> Sta
         resources.callback(server.stop)
         redis = redis.model_copy(update={"url": server.address})
         redis_started = True
-    updated = settings.model_copy(update={"kafka": kafka, "redis": redis})
-    return Stack(updated, kafka_started, redis_started)
+    return Stack(settings.model_copy(update={"redis": redis}), False, redis_started)
 
 
 def _listening(bootstrap_servers: str) -> bool:

@@ -89,8 +89,6 @@ def test_every_dashboard_panel_has_data_from_a_demo_run(
         **env_for(settings),
         "SEGSTREAM_METRICS__PORT": str(target),
         "SEGSTREAM_METRICS__HOST": "127.0.0.1",
-        # Enough samples for a model and labelled propensity within a short run.
-        "SEGSTREAM_SEGMENTS__LEARN_RATE": "1.0",
     }
     started = time.time()
     demo = subprocess.run(

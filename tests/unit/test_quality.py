@@ -341,6 +341,7 @@ def _evaluation() -> Evaluation:
     return Evaluation(
         users=3,
         events=40,
+        clustered=3,
         ari=0.123456,
         nmi=float("nan"),
         purity={"buyer": 2 / 3},

@@ -60,6 +60,7 @@ def _evaluation() -> Evaluation:
     return Evaluation(
         users=users,
         events=5_000,
+        clustered=users,
         ari=adjusted_rand_index(truth, labels),
         nmi=normalized_mutual_info(truth, labels),
         purity=purity_per_class(truth, labels),
@@ -93,8 +94,9 @@ def _empty() -> Evaluation:
     return replace(
         _evaluation(),
         users=0,
-        ari=1.0,
-        nmi=1.0,
+        clustered=0,
+        ari=float("nan"),
+        nmi=float("nan"),
         purity={},
         overall_purity=float("nan"),
         cluster_sizes={},
@@ -141,7 +143,7 @@ def test_report_md_shows_the_figures_and_links_the_images(tmp_path: Path) -> Non
     assert f"{evaluation.ari:.4f}" in text
     assert f"{evaluation.nmi:.4f}" in text
     assert f"{evaluation.overall_purity:.4f}" in text
-    assert "| Propensity ROC AUC | 0.8123 |" in text
+    assert "| Propensity ROC AUC (held out) | 0.8123 |" in text
     assert f"| Segment changes | {evaluation.changes:,} |" in text
     for name in IMAGES:
         assert f"]({name})" in text
@@ -195,12 +197,16 @@ def test_metrics_json_is_strict_json_matching_as_dict(tmp_path: Path) -> None:
 
 def test_empty_run_still_writes_a_report(tmp_path: Path) -> None:
     text = write_report(tmp_path, _empty()).read_text()
-    assert "| Propensity ROC AUC | n/a |" in text
-    assert "| Overall purity | n/a |" in text
+    assert "| Propensity ROC AUC (held out) | n/a |" in text
+    # Without clusters the report says so, and shows no agreement figure at all.
+    assert "| Clusters | no clusters: the model never had enough users to seed them |" in text
+    assert "Adjusted Rand" not in text
+    assert "## Purity per persona" not in text
     for name in IMAGES:
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
     data = _strict_json(tmp_path / "metrics.json")
     assert data["overall_purity"] is None
+    assert (data["clustered"], data["ari"], data["nmi"]) == (0, None, None)
     assert data["propensity"] == {"auc": None, "log_loss": None, "positives": 0.0}
     assert data["transitions"] == []
 
