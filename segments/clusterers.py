@@ -101,9 +101,13 @@ class PopulationKMeans:
         if not self.seeded:
             self._centers = _kmeans(rows, self._k, self._rng)
         self._centers = lloyd(rows, self._centers, self._rng)
-        # The candidate is fit on a sample, then finished on every row and must win there.
+        # The candidate is fit on a sample and must win there before it is finished on every
+        # row, where it must win again (most candidates lose on the sample: a few ms each).
         sample = rows[self._rng.permutation(len(rows))[:EXPLORE_ROWS]]
-        fresh = lloyd(rows, _kmeans(sample, self._k, self._rng), self._rng)
+        fresh = _kmeans(sample, self._k, self._rng)
+        if _inertia(sample, fresh) >= RESTART_GAIN * _inertia(sample, self._centers):
+            return
+        fresh = lloyd(rows, fresh, self._rng)
         if _inertia(rows, fresh) < RESTART_GAIN * _inertia(rows, self._centers):
             self._centers = fresh
 

@@ -189,10 +189,12 @@ class Engine:
             inputs = view.inputs[i].tolist()
             out.samples.append(Sample(user, inputs, float(rfm_values[1]), float(rfm_values[2])))
         record.due = next_due(record, state.last_seen, now, self.config)
-        reason = "first_seen" if before is None else ("timer" if timer else "activity")
         if settled.changed:
             record.since = now
-        out.changes.extend(self._changes(view, i, user, (before, record), settled, now, reason))
+        if settled.changed or settled.entered or settled.left:
+            reason = "first_seen" if before is None else ("timer" if timer else "activity")
+            changes = self._changes(view, i, user, (before, record), settled, now, reason)
+            out.changes.extend(changes)
         state.segment = dump(record)
         out.due[user] = record.due
 
@@ -331,4 +333,9 @@ class _View:
 
 
 def _names(hits: npt.NDArray[np.bool_], names: Sequence[str]) -> list[list[str]]:
-    return [[names[int(j)] for j in np.flatnonzero(row)] for row in hits]
+    """Per row, the names of its True columns (most rows match no rule: one pass over hits)."""
+    found: list[list[str]] = [[] for _ in range(len(hits))]
+    rows, columns = np.nonzero(hits)
+    for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
+        found[row].append(names[column])
+    return found

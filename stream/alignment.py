@@ -5,8 +5,8 @@ restart after an outage) a consumer may drain one partition's whole history befo
 one's; the shared model would then learn one part of the users through all of their history
 before it meets the rest, and versions, timers and labels would follow that order instead of
 event time. So a partition whose event time is more than `max_drift_ms` ahead of the slowest
-partition that still delivers is paused until the others catch up (Flink calls this watermark
-alignment). A partition that delivered nothing for `idle_s` is idle and holds nobody back.
+partition that still delivers is paused until the others are within half of that (Flink calls
+this watermark alignment). A partition that delivered nothing for `idle_s` is idle and holds nobody back.
 Pure bookkeeping: the loop pauses and resumes what it is told.
 """
 
@@ -53,11 +53,13 @@ class Alignment:
         if not known:
             return set(), held
         if active - known:  # one has not delivered yet: its backlog may be the oldest
-            ahead = known
-        else:
-            floor = min(self.event_time[p] for p in known)
-            ahead = {p for p in known if self.event_time[p] > floor + self.max_drift_ms}
-        return ahead - self.paused, held - ahead
+            return known - self.paused, set()
+        floor = min(self.event_time[p] for p in known)
+        ahead = {p for p in known if self.event_time[p] > floor + self.max_drift_ms}
+        # Held back until the others are within half the drift: a partition paused and resumed
+        # at every batch would have its prefetched records dropped and fetched again each time.
+        caught_up = {p for p in held if self.event_time.get(p, 0) <= floor + self.max_drift_ms // 2}
+        return ahead - self.paused, caught_up
 
     def applied(self, paused: set[int], resumed: set[int]) -> None:
         self.paused = (self.paused | paused) - resumed

@@ -70,8 +70,10 @@ redis.call('DEL', KEYS[4])
 return 1
 """
 KEEP_VERSIONS = 3
-# Samples and labels learned since the last version before event time alone calls for another.
-PUBLISH_AFTER = 1_000
+# Samples and labels learned since the last version before event time alone calls for another:
+# past its youth the trainer learns at most LEARN_PER_S a second, so a replay gets at most a
+# version a second at the default rate (each costs a refit, some milliseconds).
+PUBLISH_AFTER = 5_000
 # Names of the settings a fingerprint entry follows, for messages.
 SETTING_NAMES = {
     "features": "SEGSTREAM_SEGMENTS__FEATURES",

@@ -29,15 +29,17 @@ def test_partitions_within_the_drift_are_left_alone() -> None:
     assert step(alignment, {0, 1}, 0.1) == (set(), set())
 
 
-def test_a_partition_ahead_is_paused_until_the_slowest_catches_up() -> None:
-    alignment = aligned()
+def test_a_partition_ahead_is_paused_until_the_others_are_within_half_the_drift() -> None:
+    alignment = aligned(drift_ms=2 * HOUR)
     alignment.observe({0: 5 * DAY, 1: DAY}, 0.0)
     assert step(alignment, {0, 1}, 0.1) == ({0}, set())
     alignment.observe({1: 3 * DAY}, 0.5)
     # Held back, partition 0 delivers nothing, yet it is not idle: it has more to give.
     assert step(alignment, {0, 1}, 1.2) == (set(), set())
-    alignment.observe({1: 5 * DAY - HOUR}, 2.1)
-    assert step(alignment, {0, 1}, 2.2) == (set(), {0})
+    alignment.observe({1: 5 * DAY - HOUR - 1}, 1.3)
+    assert step(alignment, {0, 1}, 1.4) == (set(), set())  # within the drift, not half of it
+    alignment.observe({1: 5 * DAY - HOUR}, 1.5)
+    assert step(alignment, {0, 1}, 1.6) == (set(), {0})
     assert alignment.paused == set()
 
 
