@@ -6,8 +6,8 @@ one's; the shared model would then learn one part of the users through all of th
 before it meets the rest, and versions, timers and labels would follow that order instead of
 event time. So a partition whose event time is more than `max_drift_ms` ahead of the slowest
 partition that still delivers is paused until the others are within half of that (Flink calls
-this watermark alignment). A partition that delivered nothing for `idle_s` is idle and holds nobody back.
-Pure bookkeeping: the loop pauses and resumes what it is told.
+this watermark alignment). A partition that delivered nothing for `idle_s` is idle and holds
+nobody back. Pure bookkeeping: the loop pauses and resumes what it is told.
 """
 
 from __future__ import annotations

@@ -50,15 +50,17 @@ def _clusters(
     members: dict[int, Counter[str]] = {}
     for user, record in records.items():
         members.setdefault(record.cluster, Counter())[persona_of.get(user, "?")] += 1
+    labels = {c: params.label_of(c) if c >= 0 else "(not clustered yet)" for c in sorted(members)}
+    width = max((len(label) for label in labels.values()), default=0) + 2
     lines = [
         f"clusters (model v{params.version}):",
-        f"{'cluster':>7}{'users':>7}   {'label':<48}top persona",
+        f"{'cluster':>7}{'users':>7}   {'label':<{width}}top persona",
     ]
     for cluster, personas in sorted(members.items()):
         persona, count = personas.most_common(1)[0]
-        label = params.label_of(cluster) if cluster >= 0 else "(not clustered yet)"
         share = count / sum(personas.values())
-        lines.append(f"{cluster:>7}{sum(personas.values()):>7}   {label:<48}{persona} {share:.0%}")
+        users = sum(personas.values())
+        lines.append(f"{cluster:>7}{users:>7}   {labels[cluster]:<{width}}{persona} {share:.0%}")
     return lines
 
 
