@@ -58,12 +58,10 @@ class SegmentConfig:
     # Recently scored users whose latest inputs the trainer keeps to refit the centres on.
     population: int = 10_000
     classifier: str = "logistic"
-    # AdaGrad step of the propensity classifier (behind its own scaler). Held-out ROC AUC of
-    # the service, generated users 3,000 x 30 days / 20,000 x 60 / the CDNOW purchase log:
-    # AdaGrad 0.05 gave 0.828 / 0.886 / 0.768; plain SGD at 0.01 gave 0.817 / 0.886 / 0.742
-    # (and below 0.5 on CDNOW when it learned every label: its rare positives need the
-    # per-feature steps).
+    # AdaGrad step of the online classifiers (`svm`, behind their own scaler); `logistic` is
+    # refit on the latest `label_window` labels at every version instead.
     learning_rate: float = 0.05
+    label_window: int = 50_000
     seed: int = 42
     # Share of scorings that start a labelled propensity snapshot (when none is pending).
     # Every one: 0.2 gave held-out ROC AUC 0.74 / 0.87, 1.0 gave 0.83 / 0.87 (3,000 users x 30
@@ -99,6 +97,7 @@ class SegmentConfig:
             (self.classifier in CLASSIFIERS, f"classifier must be one of {CLASSIFIERS}"),
             (self.k >= 2, "k must be at least 2"),
             (self.population >= self.k, "population must hold at least k users"),
+            (self.label_window >= 100, "label_window must hold at least 100 labels"),
             (0.0 <= self.label_rate <= 1.0, "label_rate must be in [0, 1]"),
             (self.horizon_ms > 0, "horizon must be positive"),
             (list(self.recency_days) == sorted(self.recency_days), "recency_days must increase"),

@@ -21,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from segments.clusterers import Vector, make_segmenter, matrix, squared_distances
 from segments.config import SegmentConfig
 from segments.population import Population
+from segments.propensity import VARIANCE_FLOOR, WindowedLogistic
 from segments.scoring import Z_CLIP, Params
 from segments.validation import LiveQuality
 
@@ -31,10 +32,9 @@ LABEL_MIN_Z: Final = 0.3
 # Labels the classifier must have learned, of both outcomes, before its scores are used (before,
 # every user would score 0.5 and land in the top band).
 MIN_LABELS: Final = 20
-# SGD step of the classifier's intercept (its weights have AdaGrad's own steps).
+# SGD step of the online classifiers' intercept (their weights have AdaGrad's own steps).
 INTERCEPT_LR: Final = 0.01
-# A feature varying less than this says nothing (and would blow up when divided by).
-VARIANCE_FLOOR: Final = 1e-18
+Floats = npt.NDArray[np.float64]
 
 
 class Model:
@@ -55,9 +55,15 @@ class Model:
         self.scale = np.ones(len(config.features))
         self.scaler = preprocessing.StandardScaler()
         self.segmenter = make_segmenter(config)
-        # The classifier's own scaling: statistics of the labels' inputs, which it learns from.
+        # `logistic`: refit on a window of the latest labels at every version. The others are
+        # river's, learning online behind a scaler of their own (statistics of the labels).
+        self.window = (
+            WindowedLogistic(config.label_window, len(config.features))
+            if config.classifier == "logistic"
+            else None
+        )
         self.label_scaler = preprocessing.StandardScaler()
-        self.classifier = _classifier(config)
+        self.classifier = None if self.window is not None else _classifier(config)
         self.outcomes = {True: 0, False: 0}
         self.frequency = [stats.Quantile(q) for q in QUANTILES]
         self.monetary = [stats.Quantile(q) for q in QUANTILES]
@@ -84,6 +90,12 @@ class Model:
     def learn_label(self, inputs: Sequence[float], bought: bool, given: float = -1.0) -> None:
         """A resolved snapshot: the inputs at scoring time, whether a purchase followed, and
         the score given then (-1: none)."""
+        self.labels_learned += 1
+        self.quality.update(bought, given)
+        self.outcomes[bought] += 1
+        if self.window is not None:
+            self.window.add(inputs, bought)
+            return
         x = dict(zip(self.names, inputs, strict=True))
         scaler = self.label_scaler
         scaler.learn_one(x)
@@ -94,13 +106,14 @@ class Model:
             else 0.0
             for n, v in x.items()
         }
+        assert self.classifier is not None
         self.classifier.learn_one(z, bought)
-        self.labels_learned += 1
-        self.quality.update(bought, given)
-        self.outcomes[bought] += 1
 
     @property
     def propensity_ready(self) -> bool:
+        if self.window is not None:
+            outcomes = self.window.outcomes()
+            return sum(outcomes) >= MIN_LABELS and min(outcomes) > 0
         return self.labels_learned >= MIN_LABELS and min(self.outcomes.values()) > 0
 
     @property
@@ -122,7 +135,7 @@ class Model:
         if len(population):
             self.segmenter.refit((population - mean) / scale)
         ids, centers = self._stable_centers()
-        label_mean, label_scale = self._label_scaling()
+        label_mean, label_scale, weights, intercept = self._propensity()
         return Params(
             version=self.version,
             names=tuple(names),
@@ -133,8 +146,8 @@ class Model:
             cluster_labels=tuple(_label(c, names) for c in centers),
             propensity_mean=label_mean,
             propensity_scale=label_scale,
-            weights=self._weights(),
-            intercept=self._intercept(),
+            weights=weights,
+            intercept=intercept,
             classifier=None if self._linear() else copy.deepcopy(self.classifier),
             propensity_ready=self.propensity_ready,
             frequency_edges=_edges(self.frequency),
@@ -183,22 +196,26 @@ class Model:
                 self.issued.add(self.stable[i])
 
     def _linear(self) -> bool:
-        return isinstance(self.classifier, linear_model.LogisticRegression)
+        return self.window is not None or isinstance(
+            self.classifier, linear_model.LogisticRegression
+        )
 
-    def _weights(self) -> npt.NDArray[np.float64]:
-        if not self._linear():
-            return np.zeros(len(self.names))
-        weights = self.classifier.weights
-        return np.array([weights.get(n, 0.0) for n in self.names])
-
-    def _intercept(self) -> float:
-        return float(self.classifier.intercept) if self._linear() else 0.0
-
-    def _label_scaling(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def _propensity(self) -> tuple[Floats, Floats, Floats, float]:
+        """Scaling, weights and intercept of a linear classifier (zeros for a tree)."""
+        if self.window is not None:
+            if self.propensity_ready:
+                self.window.fit()
+            window = self.window
+            return window.mean, window.scale, window.weights, window.intercept
         scaler = self.label_scaler
         mean = np.array([scaler.means.get(n, 0.0) for n in self.names])
         variance = np.array([scaler.vars.get(n, 0.0) for n in self.names])
-        return mean, np.where(variance > VARIANCE_FLOOR, np.sqrt(variance), np.inf)
+        scale = np.where(variance > VARIANCE_FLOOR, np.sqrt(variance), np.inf)
+        classifier = self.classifier
+        if not self._linear() or classifier is None:
+            return mean, scale, np.zeros(len(self.names)), 0.0
+        weights = np.array([classifier.weights.get(n, 0.0) for n in self.names])
+        return mean, scale, weights, float(classifier.intercept)
 
 
 def _classifier(config: SegmentConfig) -> Any:

@@ -34,6 +34,7 @@ class SegmentSettings(BaseModel):
     population: int = Field(10_000, ge=64, le=1_000_000)
     classifier: str = "logistic"
     learning_rate: float = Field(0.05, gt=0)
+    label_window: int = Field(50_000, ge=100, le=10_000_000)
     # Samples a second the trainer learns from once the model has learned `young_samples`
     # (before, it learns from every scoring); the share of scorings that become labelled
     # propensity snapshots.
@@ -137,6 +138,7 @@ class SegmentSettings(BaseModel):
             population=self.population,
             classifier=self.classifier,
             learning_rate=self.learning_rate,
+            label_window=self.label_window,
             label_rate=self.label_rate,
             horizon_ms=int(self.horizon_days * DAY_MS),
             keep_ms=int(keep_days * DAY_MS),
