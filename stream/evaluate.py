@@ -22,7 +22,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,17 +247,24 @@ def evaluate(
     workdir: Path,
     progress: Callable[[int], None] | None = None,
 ) -> Evaluation:
+    with service_step(settings, workdir) as (recorder, run):
+        stream, _ = open_text(events)
+        with stream:
+            drive(recorder, stream, run, progress)
+        states = dict(recorder.inner.store.states())
+        return assess(recorder, states, _personas(personas), options, run)
+
+
+@contextmanager
+def service_step(settings: Settings, workdir: Path) -> Iterator[tuple[Recorder, Settings]]:
+    """The service's handler, watched by a Recorder, on the configured Redis or a local one,
+    under the settings of an evaluation run; its keys are dropped afterwards."""
     with ExitStack() as resources:
         settings = run_settings(ensure_redis(settings, workdir, resources).settings)
         handler = build_handler(settings)
         resources.callback(handler.close)
         resources.callback(_drop_keys, settings)
-        recorder = Recorder(handler)
-        stream, _ = open_text(events)
-        with stream:
-            drive(recorder, stream, settings, progress)
-        states = dict(handler.store.states())
-        return assess(recorder, states, _personas(personas), options, settings)
+        yield Recorder(handler), settings
 
 
 @dataclass(frozen=True)
@@ -287,14 +294,10 @@ def evaluate_transactions(
     if not calibration or split > last:
         msg = f"the split must fall inside the log ({_day(first)} .. {_day(last)})"
         raise ConfigError(msg)
-    with ExitStack() as resources:
-        settings = run_settings(ensure_redis(settings, workdir, resources).settings)
-        handler = build_handler(settings)
-        resources.callback(handler.close)
-        resources.callback(_drop_keys, settings)
-        recorder = Recorder(handler)
-        drive(recorder, as_events(calibration), settings, progress)
-        records = {u: load(s.segment) for u, s in handler.store.states()}
+    with service_step(settings, workdir) as (recorder, run):
+        drive(recorder, as_events(calibration), run, progress)
+        records = {u: load(s.segment) for u, s in recorder.inner.store.states()}
+        version = recorder.inner.sync.params.version
     customers = summarize(calibration, split)
     bought = {t.customer for t in rows if t.ts_ms >= split}
     y = [int(c in bought) for c in customers.ids]
@@ -317,7 +320,7 @@ def evaluate_transactions(
         "bought_in_holdout": sum(y),
         "base_rate": sum(y) / len(y),
         "service_scored": scored,
-        "service_model_version": handler.sync.params.version,
+        "service_model_version": version,
         "roc_auc": scores,
         "horizon_days": settings.segments.horizon_days,
     }

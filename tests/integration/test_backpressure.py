@@ -54,12 +54,12 @@ class RedisRecorder:
 
 
 def events(n: int) -> list[tuple[bytes | None, bytes]]:
-    """A second of event time apart, so that the partitions are read side by side (the loop
-    holds back a partition that runs an hour ahead of the others)."""
+    """Ten seconds of event time apart (83 hours in all), so that the partitions are read side
+    by side (the loop holds back a partition that runs 12 hours ahead of the others)."""
     return [
         (f"u{i % 50}".encode(), orjson.dumps(
             {"event_id": f"e{i}", "user_id": f"u{i % 50}", "type": "view",
-             "ts": 1_764_201_600_000 + 1_000 * i}
+             "ts": 1_764_201_600_000 + 10_000 * i}
         ))
         for i in range(n)
     ]  # fmt: skip
