@@ -247,11 +247,23 @@ class ModelSync:
 
     def check_settings(self) -> None:
         """Refuse a stored model built with other settings (ConfigError naming them)."""
+        self._refuse_unless_usable(self._store.current())
+        self._checked = True
+
+    def _refuse_unless_usable(self, version: int) -> None:
+        if not version:
+            return
         meta = self._store.meta()
-        problem = None if meta is None else mismatch_message(meta["fingerprint"], self.fingerprint)
+        if meta is None:
+            msg = (
+                f"the model in Redis (v{version}) was stored by an earlier segstream, without"
+                " the settings it was built with; start a new model with `segstream model"
+                " reset --yes` (stop every instance first)"
+            )
+            raise ConfigError(msg)
+        problem = mismatch_message(meta["fingerprint"], self.fingerprint)
         if problem is not None:
             raise ConfigError(problem)
-        self._checked = True
 
     def refresh(self) -> None:
         """Every `refresh_interval_s`: renew or take the lease, and load a newer version."""
@@ -327,10 +339,7 @@ class ModelSync:
         version = self._store.current()
         if version <= self.params.version:
             return
-        meta = self._store.meta()
-        problem = None if meta is None else mismatch_message(meta["fingerprint"], self.fingerprint)
-        if problem is not None:
-            raise ConfigError(problem)
+        self._refuse_unless_usable(version)
         params = self._store.load(version)
         if params is not None:
             self.params = params

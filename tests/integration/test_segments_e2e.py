@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from features import keys
 from segments.engine import Engine
 from segments.errors import SnapshotError
+from segments.fingerprint import fingerprint
 from segments.scoring import RFM_GRID, score
 from segments.snapshots import seal, unseal
 from stream.generate import generate
@@ -639,6 +640,9 @@ def test_a_bad_signature_is_refused(settings: Settings, tmp_path: Path) -> None:
     client.set(keys.model_snapshot(prefix, 8), forged)
     client.set(keys.model_trainer(prefix), forged)
     client.set(keys.model_current(prefix), 8)
+    # With the meta of a model of these settings, so that the signature is what refuses it.
+    ours = fingerprint(settings.segments.config(), settings.features.rules().windows)
+    client.set(keys.model_meta(prefix), orjson.dumps({"version": 8, "fingerprint": ours}))
     with pytest.raises(SnapshotError, match="signature"):
         store_for(settings).load(8)
     with pytest.raises(SnapshotError, match="signature"):

@@ -14,7 +14,7 @@ from segments.config import SegmentConfig
 from segments.engine import Label, Sample, Scored
 from segments.fingerprint import differences, fingerprint
 from segments.model import Model
-from segments.scoring import Params
+from segments.scoring import Params, cold_params
 from stream import models
 from stream.errors import ConfigError
 from stream.models import PUBLISH_AFTER, ModelSync, mismatch_message
@@ -184,8 +184,18 @@ def test_event_time_calls_for_a_version_once_enough_was_learned(clock: Clock) ->
 def test_a_model_built_with_other_settings_is_refused() -> None:
     store = MemoryStore()
     other = SegmentConfig(k=3, warmup=10)
+    store.versions[1] = cold_params(other.features)
     store.meta_ = {"fingerprint": fingerprint(other, ())}
     with pytest.raises(ConfigError, match="SEGSTREAM_SEGMENTS__K is '2' here but '3'"):
+        sync(store)
+
+
+def test_a_model_stored_without_its_settings_is_refused() -> None:
+    """A version without a meta was stored by an earlier segstream: its pickle may not even
+    load, so the service stops with the way forward instead of guessing."""
+    store = MemoryStore()
+    store.versions[4] = cold_params(CONFIG.features)
+    with pytest.raises(ConfigError, match=r"v4\) was stored by an earlier segstream.*reset"):
         sync(store)
 
 
