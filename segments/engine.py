@@ -173,7 +173,7 @@ class Engine:
     ) -> None:
         now, timer, learn_cut = when
         record = load(state.segment)
-        before = load(state.segment) if record.seq else None
+        first = record.seq == 0
         segment, cluster = record.segment, record.cluster
         self._resolve_label(record, state, now, out)
         settled = settle(record, view.proposal(i, record.cluster), self.config, now)
@@ -192,6 +192,8 @@ class Engine:
         if settled.changed:
             record.since = now
         if settled.changed or settled.entered or settled.left:
+            # The record as it was, decoded again only for the few users who publish a change.
+            before = None if first else load(state.segment)
             reason = "first_seen" if before is None else ("timer" if timer else "activity")
             changes = self._changes(view, i, user, (before, record), settled, now, reason)
             out.changes.extend(changes)

@@ -219,17 +219,15 @@ class Model:
 
 
 def _classifier(config: SegmentConfig) -> Any:
+    """The online classifiers (`logistic` is a `WindowedLogistic` instead)."""
     if config.classifier == "hoeffding":
-        estimator: Any = tree.HoeffdingTreeClassifier(grace_period=100)
-    else:
-        loss = optim.losses.Hinge() if config.classifier == "svm" else optim.losses.Log()
-        estimator = linear_model.LogisticRegression(
-            optimizer=optim.AdaGrad(config.learning_rate),
-            loss=loss,
-            l2=1e-4,
-            intercept_lr=INTERCEPT_LR,
-        )
-    return estimator
+        return tree.HoeffdingTreeClassifier(grace_period=100)
+    return linear_model.LogisticRegression(
+        optimizer=optim.AdaGrad(config.learning_rate),
+        loss=optim.losses.Hinge(),
+        l2=1e-4,
+        intercept_lr=INTERCEPT_LR,
+    )
 
 
 def _edges(quantiles: list[stats.Quantile]) -> npt.NDArray[np.float64]:

@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from segments.scoring import Z_CLIP
+from segments.scoring import clipped
 
 Floats = npt.NDArray[np.float64]
 
@@ -68,9 +68,7 @@ class WindowedLogistic:
         variance = x.var(axis=0)
         self.mean = x.mean(axis=0)
         self.scale = np.where(variance > VARIANCE_FLOOR, np.sqrt(variance), np.inf)
-        z = np.column_stack(
-            [np.clip((x - self.mean) / self.scale, -Z_CLIP, Z_CLIP), np.ones(len(x))]
-        )
+        z = np.column_stack([clipped(x, self.mean, self.scale), np.ones(len(x))])
         theta = np.append(self.weights, self.intercept)
         penalty = np.full(len(theta), PENALTY)
         penalty[-1] = 0.0

@@ -24,7 +24,6 @@ from typing import Protocol
 import msgspec
 import orjson
 from confluent_kafka import Producer
-from pydantic import SecretStr
 
 from features import keys
 from features.events import Event, decode_event
@@ -161,10 +160,7 @@ def _fresh(settings: Settings) -> Settings:
         update={"events": f"{run}.events", "segments": f"{run}.segments", "dlq": f"{run}.dlq"}
     )
     ports = settings.metrics.model_copy(update={"port": 0})
-    segments = settings.segments
-    if segments.signing() is None:
-        # A throwaway key: the run's snapshots are read by this run only.
-        segments = segments.model_copy(update={"signing_key": SecretStr(uuid.uuid4().hex)})
+    segments = settings.segments.signed()
     return settings.model_copy(
         update={
             "kafka": kafka,

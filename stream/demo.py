@@ -10,7 +10,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from confluent_kafka import Producer
-from pydantic import SecretStr
 
 from features.store import FeatureStore
 from stream.demo_segments import segment_table
@@ -80,12 +79,9 @@ def _demo_settings(stack: Stack) -> Settings:
     kafka = settings.kafka.model_copy(update={"session_timeout_ms": 6000})
     # Fences in Redis are offsets of the input topic: a fresh topic needs fresh keys.
     settings = settings.model_copy(update={"key_prefix": run})
-    if settings.segments.signing() is None:
-        # A throwaway key: this run's model snapshots are read by this run only. Nothing else
-        # of the segmentation differs from what `segstream run` does with the same settings.
-        key = SecretStr(uuid.uuid4().hex)
-        segments = settings.segments.model_copy(update={"signing_key": key})
-        settings = settings.model_copy(update={"segments": segments})
+    # Nothing else of the segmentation differs from what `segstream run` does with the same
+    # settings.
+    settings = settings.model_copy(update={"segments": settings.segments.signed()})
     if stack.kafka_started:
         return settings.model_copy(update={"kafka": kafka})
     # A shared broker keeps earlier runs' records: give this run topics and a group of its own.

@@ -30,7 +30,7 @@ def segment_table(
     lines = [*_segments(records), "", *_clusters(records, persona_of, handler), ""]
     evaluation = assess(recorder, states, persona_of, stats, settings)
     path = write_report(workdir / "report", evaluation)
-    return [*lines, *_quality(evaluation, handler), f"report      {path}"]
+    return [*lines, *_quality(evaluation, handler, stats), f"report      {path}"]
 
 
 def _segments(records: dict[str, policy.Record]) -> list[str]:
@@ -64,7 +64,7 @@ def _clusters(
     return lines
 
 
-def _quality(evaluation: Evaluation, handler: SegmentHandler) -> list[str]:
+def _quality(evaluation: Evaluation, handler: SegmentHandler, stats: EvaluateOptions) -> list[str]:
     """The run's figures: when the model came, how its segments and scores did."""
     e, timeline = evaluation, evaluation.timeline
     prop, delays = e.propensity, e.delays
@@ -78,7 +78,8 @@ def _quality(evaluation: Evaluation, handler: SegmentHandler) -> list[str]:
         f"model       first clusters after {_at(timeline['clusters_at_event'], e.events)}, "
         f"first propensity after {_at(timeline['propensity_at_event'], e.events)}",
         f"clusters vs personas: {clusters}",
-        f"propensity  held-out ROC AUC {_num(prop['auc'])} on the last 30% of event time "
+        f"propensity  held-out ROC AUC {_num(prop['auc'])} on the last {stats.holdout:.0%} of "
+        "event time "
         f"({int(prop['positives'] + prop['negatives']):,} labels); all labels "
         f"{_num(live.roc_auc())} on {live.labels:,}",
         f"changes     {e.changes:,} segment changes, flapping {e.flapping_rate:.1%}; "

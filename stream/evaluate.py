@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from pydantic import SecretStr
 
 from features.definitions import UserState
 from features.events import Event, decode_event
@@ -228,9 +227,7 @@ def run_settings(settings: Settings) -> Settings:
     """The settings of an evaluation run: a key prefix of its own and, unless one is set, a
     throwaway signing key; everything that shapes decisions stays as configured."""
     run = f"eval-{uuid.uuid4().hex[:8]}"
-    segments = settings.segments
-    if segments.signing() is None:
-        segments = segments.model_copy(update={"signing_key": SecretStr(uuid.uuid4().hex)})
+    segments = settings.segments.signed()
     # Pseudonymous ids could not be matched with the personas.
     privacy = settings.privacy.model_copy(
         update={"pseudonymize_key": None, "pseudonymize_key_file": None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -117,6 +118,13 @@ class SegmentSettings(BaseModel):
         if self.signing_key_file is not None:
             return self.signing_key_file.read_bytes().strip()
         return None
+
+    def signed(self) -> SegmentSettings:
+        """These settings, with a throwaway signing key when none is configured: for a run
+        (demo, bench, evaluation) whose model snapshots are read by that run only."""
+        if self.signing() is not None:
+            return self
+        return self.model_copy(update={"signing_key": SecretStr(uuid.uuid4().hex)})
 
     def config(
         self, windows: Sequence[Window] | None = None, *, keep_days: float = 0

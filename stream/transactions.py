@@ -10,17 +10,17 @@ guessed at.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TextIO
+from typing import IO, Final, TextIO, cast
 
 import orjson
 
 from features.events import parse_timestamp
 from stream.errors import ConfigError
+from stream.replay import open_text
 
 # Header names tried for each column, compared case-insensitively without "_", " " and "-".
 CUSTOMER_NAMES: Final = ("customerid", "customer", "userid", "user", "clientid", "client")
@@ -66,9 +66,7 @@ def read_log(path: Path, columns: Sequence[str] | None = None) -> Log:
 
 
 def _open(path: Path) -> TextIO:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
+    return io.TextIOWrapper(cast("IO[bytes]", open_text(path)[0]), encoding="utf-8", newline="")
 
 
 def _columns(
