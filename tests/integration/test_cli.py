@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stream.localstack import free_port
 from stream.settings import Settings
 from stream.topics import ensure_topics
 from tests.conftest import SIGNING_KEY
@@ -137,7 +138,8 @@ def test_replay_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end_on_its_own_stack(settings: Settings, tmp_path: Path) -> None:
-    env = env_for(settings)
+    port = free_port()
+    env = {**env_for(settings), "SEGSTREAM_METRICS__PORT": str(port)}
     result = subprocess.run(
         segstream("demo", "--users", "150", "--days", "7", "--workdir", str(tmp_path)),
         env=env, capture_output=True, timeout=300, check=False,
@@ -147,4 +149,5 @@ def test_demo_runs_end_to_end_on_its_own_stack(settings: Settings, tmp_path: Pat
     assert "segstream demo" in text
     assert "dead-lettered 9" in text
     assert "clean exit: True" in text
+    assert f"http://localhost:{port}/metrics" in text
     assert (tmp_path / "personas.csv").is_file()
