@@ -91,6 +91,14 @@ class SegmentConfig:
     def recency_ms(self) -> tuple[int, ...]:
         return tuple(int(days * DAY_MS) for days in self.recency_days)
 
+    @property
+    def moment_ms(self) -> int:
+        """The most event time one scoring may stand for. Users are scored once per batch, at
+        its end; a batch spanning weeks (a replayed backlog of a quiet shop: CDNOW's 5,000
+        rows are 20 days) would resolve snapshots weeks late and see one purchase of several,
+        so it is scored in parts of at most this much. Live, a batch spans seconds."""
+        return min(DAY_MS, self.horizon_ms)
+
     def __post_init__(self) -> None:
         checks = [
             (self.clusterer in CLUSTERERS, f"clusterer must be one of {CLUSTERERS}"),

@@ -25,6 +25,23 @@ class Batch:
     partitions: Sequence[int]
     offsets: Sequence[int]
 
+    def moments(self, span_ms: int) -> list[tuple[int, Batch]]:
+        """The batch cut, in order, into runs whose events lie within `span_ms` of event time
+        after the run's first one, each with the index of its first event."""
+        starts = [0]
+        first = self.events[0].ts_ms if self.events else 0
+        for i, event in enumerate(self.events):
+            if event.ts_ms - first > span_ms:
+                starts.append(i)
+                first = event.ts_ms
+        if len(starts) == 1:
+            return [(0, self)]
+        ends = [*starts[1:], len(self.events)]
+        return [
+            (a, Batch(self.topic, self.events[a:b], self.partitions[a:b], self.offsets[a:b]))
+            for a, b in zip(starts, ends, strict=True)
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 import redis
@@ -92,15 +92,14 @@ class SegmentHandler:
         self._recovering: set[int] = set()  # newly assigned: publish the previous owner's rest
         self._retrying: set[int] = set()  # a failed attempt left entries of this batch
         self.quality = LiveQuality()
-        self.last: Applied | None = None
+        self.last: Applied | None = None  # what the store did in the last batch's last moment
         # The propensity snapshots the last batch resolved (for evaluations of a run).
         self.resolved: list[Label] = []
         self.decided: list[Change] = []  # the changes it published
 
     def handle(self, batch: Batch) -> Outcome:
-        events = private(batch.events, self._pseudonymize)
         try:
-            return self._handle(batch, events)
+            return self._handle(batch)
         except BaseException as exc:
             # A failed attempt may have written some users' states and their outbox entries;
             # the retry sees those events as duplicates, so it publishes the entries instead.
@@ -111,9 +110,25 @@ class SegmentHandler:
                 raise TransientError(str(exc)) from exc
             raise
 
-    def _handle(self, batch: Batch, events: Sequence[Event]) -> Outcome:
+    def _handle(self, batch: Batch) -> Outcome:
+        """The batch's moments (see `SegmentConfig.moment_ms`) one after the other."""
+        outcome = Outcome(messages=self._recover(batch))
+        resolved: list[Label] = []
+        decided: list[Change] = []
+        for start, moment in batch.moments(self.engine.config.moment_ms):
+            done = self._moment(moment)
+            outcome.messages += done.messages
+            outcome.rejections += [replace(r, index=r.index + start) for r in done.rejections]
+            resolved += self.resolved
+            decided += self.decided
+        self.resolved, self.decided = resolved, decided
+        self._recovering -= set(batch.partitions)
+        self._retrying -= set(batch.partitions)
+        return outcome
+
+    def _moment(self, batch: Batch) -> Outcome:
         self.sync.refresh()
-        republished = self._recover(batch)
+        events = private(batch.events, self._pseudonymize)
         marks = self._watermarks_after(events, batch.partitions)
         users = {e.user_id for e in events}
         due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
@@ -128,12 +143,10 @@ class SegmentHandler:
             on_folded=lambda states, applied: self._decide(states, applied, round_),
         )
         self.last = applied
-        self._recovering -= set(batch.partitions)
-        self._retrying -= set(batch.partitions)
         self._after(applied, round_)
         messages = [self._message(c, value) for _, value, c in _flat(round_.changes.values())]
         rejections = [late_rejection(i, events[i], self.store.rules) for i in applied.late]
-        return Outcome(messages=republished + messages, rejections=rejections)
+        return Outcome(messages=messages, rejections=rejections)
 
     def _watermarks_after(
         self, events: Sequence[Event], partitions: Sequence[int]
