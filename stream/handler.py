@@ -25,22 +25,31 @@ class Batch:
     partitions: Sequence[int]
     offsets: Sequence[int]
 
-    def moments(self, span_ms: int) -> list[tuple[int, Batch]]:
-        """The batch cut, in order, into runs whose events lie within `span_ms` of event time
-        after the run's first one, each with the index of its first event."""
-        starts = [0]
-        first = self.events[0].ts_ms if self.events else 0
-        for i, event in enumerate(self.events):
-            if event.ts_ms - first > span_ms:
-                starts.append(i)
-                first = event.ts_ms
-        if len(starts) == 1:
-            return [(0, self)]
-        ends = [*starts[1:], len(self.events)]
-        return [
-            (a, Batch(self.topic, self.events[a:b], self.partitions[a:b], self.offsets[a:b]))
-            for a, b in zip(starts, ends, strict=True)
-        ]
+    def moments(self, span_ms: int) -> list[tuple[list[int], Batch]]:
+        """The batch cut into moments of at most `span_ms` of event time, oldest first, each
+        with the batch indices of its events. A user's events are all in one partition, so
+        only a partition's order must be kept: its events are cut where they reach the next
+        moment, and a late event stays behind the events before it."""
+        times = [event.ts_ms for event in self.events]
+        if not times or max(times) - min(times) <= span_ms:
+            return [(list(range(len(times))), self)]
+        start = min(times)
+        reached: dict[int, int] = {}
+        members: dict[int, list[int]] = {}
+        for i, (ts, partition) in enumerate(zip(times, self.partitions, strict=True)):
+            moment = max(reached.get(partition, 0), (ts - start) // span_ms)
+            reached[partition] = moment
+            members.setdefault(moment, []).append(i)
+        return [(members[m], self._subset(members[m])) for m in sorted(members)]
+
+    def _subset(self, indices: list[int]) -> Batch:
+        events, partitions, offsets = self.events, self.partitions, self.offsets
+        return Batch(
+            self.topic,
+            [events[i] for i in indices],
+            [partitions[i] for i in indices],
+            [offsets[i] for i in indices],
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,10 +115,10 @@ class SegmentHandler:
         outcome = Outcome(messages=self._recover(batch))
         resolved: list[Label] = []
         decided: list[Change] = []
-        for start, moment in batch.moments(self.engine.config.moment_ms):
+        for indices, moment in batch.moments(self.engine.config.moment_ms):
             done = self._moment(moment)
             outcome.messages += done.messages
-            outcome.rejections += [replace(r, index=r.index + start) for r in done.rejections]
+            outcome.rejections += [replace(r, index=indices[r.index]) for r in done.rejections]
             resolved += self.resolved
             decided += self.decided
         self.resolved, self.decided = resolved, decided
