@@ -25,10 +25,14 @@ class Read:
 
 
 def produce(
-    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes | None, bytes]],
+    max_bytes: int = 1_000_000,
 ) -> list[tuple[int, int]]:
     """Send records in order; return each one's (partition, offset) from its delivery report."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    config = {"bootstrap.servers": bootstrap, "linger.ms": 0, "message.max.bytes": max_bytes}
+    producer = Producer(config)
     placed: list[tuple[int, int] | None] = [None] * len(records)
 
     def report(index: int):  # type: ignore[no-untyped-def]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 import pytest
 
@@ -30,6 +32,11 @@ INVALID = {
     "oversize": orjson.dumps(
         {"event_id": "e", "user_id": "u", "type": "search", "ts": 1, "query": "x" * 20_000}
     ),
+    # 505 bytes nested 1,500 deep: the parser's recursion used to stop the partition.
+    "too_nested": b'{"event_id": "e", "user_id": "u", "type": "view", "ts": 1, "x": '
+    + b"[" * 1500
+    + b"]" * 1500
+    + b"}",
 }
 
 
@@ -93,3 +100,29 @@ def test_max_events_bounds_the_run_and_a_restart_continues_without_rereading(
     assert committed(
         settings.kafka.bootstrap_servers, settings.kafka.group_id, settings.topics.events, 3
     ) == end_offsets(placed)
+
+
+def test_a_record_too_large_for_any_dlq_is_dead_lettered_as_a_reference(
+    settings: Settings,
+) -> None:
+    ensure_topics(settings)
+    topic = settings.topics.events
+    huge = b'{"event_id": "e", "user_id": "u", "type": "search", "ts": 1, "query": "'
+    huge += b"x" * 10_000_000 + b'"}'
+    records: list[tuple[bytes | None, bytes]] = [(b"u1", valid_event(1)), (b"u", huge)]
+    records.append((b"u2", valid_event(2)))
+    placed = produce(settings.kafka.bootstrap_servers, topic, records, max_bytes=12_000_000)
+
+    summary = Loop(settings, NullHandler()).run(until_idle=3.0)
+
+    assert summary.clean_exit
+    assert (summary.consumed, summary.processed) == (3, 2)
+    [letter] = read_topic(settings.kafka.bootstrap_servers, settings.topics.dlq, 1, 3)
+    origin = origin_of(letter.headers)
+    assert (letter.key, letter.value) == (b"u", b"")
+    assert (int(origin["origin.partition"]), int(origin["origin.offset"])) == placed[1]
+    assert origin["error.reason"] == "oversize"
+    assert int(origin["value.bytes"]) == len(huge)
+    assert origin["value.sha256"] == hashlib.sha256(huge).hexdigest()
+    group = settings.kafka.group_id
+    assert committed(settings.kafka.bootstrap_servers, group, topic, 3) == end_offsets(placed)

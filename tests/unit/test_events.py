@@ -8,6 +8,7 @@ from features.events import Event, InvalidEvent, decode_event, parse_timestamp
 pytestmark = pytest.mark.unit
 
 NOW_MS = 1_764_201_600_000  # 2025-11-27T00:00:00Z
+HUGE_QUANTITY = b', "quantity": 1' + b"0" * 400 + b"}"  # 10**400: no int type holds it
 
 
 def valid(**fields: object) -> bytes:
@@ -73,10 +74,24 @@ def test_timestamps_in_epoch_ms_or_iso_8601(ts: int | str, expected_ms: int) -> 
         (valid(schema_version=2), "unknown_schema_version"),
         (valid(type="teleport"), "unknown_event_type"),
         (valid(query="x" * 20_000), "oversize"),
+        # In-contract types with magnitudes that would overflow a sum or poison a model.
+        (valid(type="purchase", price=1e308, quantity=10), "out_of_range"),
+        (valid(type="purchase", price=5.0).replace(b"}", HUGE_QUANTITY), "out_of_range"),
+        (valid(type="purchase", price=5.0, quantity=2**63 - 1), "out_of_range"),
+        (valid(type="purchase", price=1e9, quantity=11), "out_of_range"),
+        (valid().replace(b"}", b', "price": 1e400}'), "out_of_range"),
+        (valid().replace(b"}", b', "price": NaN}'), "not_json"),
+        # 505 bytes nested 1,500 deep made the parser raise RecursionError.
+        (valid().replace(b"}", b', "x": ' + b"[" * 1500 + b"]" * 1500 + b"}"), "too_nested"),
     ],
 )
 def test_invalid_records_get_a_stable_reason(raw: bytes | None, expected: str) -> None:
     assert reason(raw) == expected
+
+
+def test_the_largest_line_value_in_bounds_is_an_event() -> None:
+    event = decode_event(valid(type="purchase", price=1e9, quantity=10), now_ms=NOW_MS)
+    assert isinstance(event, Event)
 
 
 def test_invalid_result_names_error_class_and_field() -> None:
