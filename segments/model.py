@@ -45,6 +45,7 @@ class Model:
         self.names = config.features
         self.version = 0
         self.learned = 0
+        self.refused = 0  # samples and labels with a non-finite input, left out
         self.labels_learned = 0
         # Progressive validation of the labels learned: each was scored before it resolved.
         self.quality = LiveQuality()
@@ -74,7 +75,11 @@ class Model:
         self.issued: set[int] = set()
 
     def learn(self, user: str, inputs: Sequence[float], frequency: float, monetary: float) -> None:
-        """One sampled user: model inputs (transformed, unscaled) and their RFM values."""
+        """One sampled user: model inputs (transformed, unscaled) and their RFM values. A
+        non-finite value is refused: one would turn the scaler and every centre into NaN."""
+        if not _finite(*inputs, frequency, monetary):
+            self.refused += 1
+            return
         self.population.add(user, inputs)
         if self.segmenter.online:
             x = dict(zip(self.names, inputs, strict=True))
@@ -90,6 +95,9 @@ class Model:
     def learn_label(self, inputs: Sequence[float], bought: bool, given: float = -1.0) -> None:
         """A resolved snapshot: the inputs at scoring time, whether a purchase followed, and
         the score given then (-1: none)."""
+        if not _finite(*inputs):
+            self.refused += 1
+            return
         self.labels_learned += 1
         self.quality.update(bought, given)
         self.outcomes[bought] += 1
@@ -216,6 +224,10 @@ class Model:
             return mean, scale, np.zeros(len(self.names)), 0.0
         weights = np.array([classifier.weights.get(n, 0.0) for n in self.names])
         return mean, scale, weights, float(classifier.intercept)
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
 
 
 def _classifier(config: SegmentConfig) -> Any:

@@ -57,6 +57,24 @@ class Params:
     def clusters_ready(self) -> bool:
         return len(self.centers) > 0
 
+    def non_finite(self) -> list[str]:
+        """The arrays holding NaN or an infinity where none may be (a feature the propensity
+        learned as constant has an infinite scale, on purpose)."""
+        arrays = {
+            "mean": self.mean,
+            "scale": self.scale,
+            "centers": self.centers,
+            "propensity_mean": self.propensity_mean,
+            "weights": self.weights,
+            "intercept": np.array([self.intercept]),
+            "frequency_edges": self.frequency_edges,
+            "monetary_edges": self.monetary_edges,
+        }
+        bad = [name for name, values in arrays.items() if not np.isfinite(values).all()]
+        if np.isnan(self.propensity_scale).any():
+            bad.append("propensity_scale")
+        return bad
+
     def label_of(self, cluster: int) -> str:
         rows = np.flatnonzero(self.cluster_ids == cluster)
         return self.cluster_labels[rows[0]] if len(rows) else ""

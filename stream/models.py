@@ -382,7 +382,16 @@ class ModelSync:
 
     def _publish(self, model: Model, watermarks: Mapping[int, int], reason: str) -> None:
         model.version = max(model.version, self._store.current())
-        params = model.params()
+        try:
+            params = model.params()
+            bad = params.non_finite()
+        except (ValueError, ArithmeticError) as exc:  # numpy's refusals of NaN and inf
+            params, bad = None, [f"{type(exc).__name__}: {exc}"]
+        if params is None or bad:
+            # Scoring with it would put every user in one cluster; the last good version stays.
+            logger.error("model not published: non-finite %s", bad)
+            self._last_publish = time.monotonic()
+            return
         now = time.monotonic()
         # The trainer's state (large) is only for a new trainer to resume from: kept as of
         # at most one interval ago.

@@ -208,3 +208,33 @@ def test_library_versions_are_compared_by_what_keeps_pickles_readable() -> None:
     assert message is not None
     assert "the installed river version is '0.26.1' here but '0.21.0'" in message
     assert mismatch_message(ours, ours) is None
+
+
+def test_non_finite_inputs_are_refused_and_the_centres_stay_finite(clock: Clock) -> None:
+    store = MemoryStore()
+    trainer = sync(store, young=10_000)
+    poisoned = samples(15)
+    poisoned.samples[3] = Sample("u3", [float("inf")] * WIDTH, 1.0, 10.0)
+    poisoned.samples[4] = Sample("u4", [0.0] * WIDTH, 1.0, float("nan"))
+    trainer.learn(poisoned, {0: DAY})
+    trainer.learn(Scored(labels=[Label([float("nan")] * WIDTH, True, 0.5, 0)]), {0: DAY})
+    model = trainer._model
+    assert model is not None
+    assert (model.refused, model.learned, model.labels_learned) == (3, 13, 0)
+    assert [v for v, _ in store.published] == [1]
+    assert trainer.params.non_finite() == []
+
+
+def test_a_model_gone_non_finite_is_not_published(clock: Clock) -> None:
+    store = MemoryStore()
+    trainer = sync(store, young=10_000)
+    trainer.learn(samples(15), {0: DAY})
+    good = trainer.params
+    model = trainer._model
+    assert model is not None
+    # However it got there (a bug, a forged trainer state), NaN never reaches the instances.
+    model.population._rows[:] = np.nan
+    clock.now += 11
+    trainer.learn(samples(1, 40), {0: DAY})
+    assert [v for v, _ in store.published] == [1]
+    assert trainer.params is good
