@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 ENV_PREFIX: Final = "SEGSTREAM_"
 _SECRET_KEY = re.compile(
-    r"password|secret|token|credentials|sasl\.oauthbearer\.config|pseudonymize_key$|signing_key$",
+    r"password|secret|token|credentials|sasl\.oauthbearer\.config|key$",
     re.I,
 )
 REDACTED: Final = "**********"
@@ -281,6 +281,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     env_name = ENV_PREFIX + "__".join(part.upper() for part in path)
     shown = _redact_input(error.get("input"))
     if any(_SECRET_KEY.search(part) for part in path) or (path and path[-1] == "url"):
+        shown = REDACTED
+    if error.get("type") == "extra_forbidden":
+        # No such setting, so nothing says what the value is: a misspelled secret is still one.
         shown = REDACTED
     return f"{env_name} ({'.'.join(path)}): {error['msg']} (got {shown!r})"
 

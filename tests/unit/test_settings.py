@@ -143,3 +143,16 @@ def test_unknown_segstream_variables_are_reported_by_name() -> None:
         "HOME": "/root",
     }
     assert unknown_variables(environ) == ["SEGSTREAM_KEY_PREFX", "SEGSTREAM_SERVICE_HOST"]
+
+
+@pytest.mark.parametrize(
+    "name", ["SEGSTREAM_SEGMENTS__SIGNINGKEY", "SEGSTREAM_SEGMENTS__PSEUDONYMISE_KEY"]
+)
+def test_a_misspelled_secret_is_named_but_its_value_never_shown(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "s3cret-value-never-echoed")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert name in str(info.value)
+    assert "s3cret" not in str(info.value)
