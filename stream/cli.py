@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaException
+from redis.exceptions import RedisError
 
+from features.errors import FeaturesError
 from segments.errors import SegmentsError
 from stream import logs
 from stream.errors import ConfigError, SegstreamError
@@ -24,6 +26,18 @@ from stream.settings import Settings, load_settings, unknown_variables
 logger = logging.getLogger("segstream")
 
 Command = Callable[[argparse.Namespace, Settings], int]
+
+# What a command may meet at run time and reports in one line, not a traceback (a wrong Redis
+# password, a broker away, a file that is not there).
+FAILURES = (
+    SegstreamError,
+    SegmentsError,
+    FeaturesError,
+    KafkaException,
+    RedisError,
+    ValueError,
+    OSError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"segstream: {exc}", file=sys.stderr)
         return 2
-    except (SegstreamError, SegmentsError, KafkaException, ValueError, OSError) as exc:
+    except FAILURES as exc:
         print(f"segstream {args.command_name}: {exc}", file=sys.stderr)
         return 1
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.localstack import free_port
+from stream.localstack import free_port, redis_server
 from stream.settings import Settings
 from stream.topics import ensure_topics
 from tests.conftest import SIGNING_KEY
@@ -151,3 +151,22 @@ def test_demo_runs_end_to_end_on_its_own_stack(settings: Settings, tmp_path: Pat
     assert "clean exit: True" in text
     assert f"http://localhost:{port}/metrics" in text
     assert (tmp_path / "personas.csv").is_file()
+
+
+def test_a_wrong_redis_password_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    server = redis_server(tmp_path)
+    server.argv += ["--requirepass", "right"]
+    server.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+        env["SEGSTREAM_REDIS__URL"] = f"redis://:wrong@127.0.0.1:{server.port}/0"
+        result = subprocess.run(
+            segstream("profile", "u1"), env=env, capture_output=True, timeout=60, check=False
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "invalid username-password pair" in err
+    assert "Traceback" not in err
+    assert "wrong" not in err  # the password is not echoed
