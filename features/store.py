@@ -118,6 +118,7 @@ class Applied:
     erased: int = 0
     applied: int = 0
     missing: list[str] = field(default_factory=list)
+    refused: int = 0  # writes another writer's change refused (re-read and retried)
 
 
 class FeatureStore:
@@ -336,6 +337,7 @@ class FeatureStore:
             self._cache.pop(user, None)
             if written == 0:
                 conflicts.append(user)
+                result.refused += 1
             else:
                 result.erased += len(outcomes)
         return conflicts

@@ -115,6 +115,10 @@ EVENTS_DEAD_LETTERED = Counter(
     ["stage", "reason"],
 )
 EVENTS_APPLIED = Counter("segstream_events_applied", "Events folded into a user's features")
+WRITES_REFUSED = Counter(
+    "segstream_writes_refused",
+    "User writes refused by the version check (another writer came first): read again, retried",
+)
 EVENTS_SKIPPED = Counter(
     "segstream_events_skipped",
     "Events not applied: seen before (fence or event id) or for an erased user",

@@ -226,6 +226,7 @@ class SegmentHandler:
 
     def _account(self, applied: Applied, round_: _Round, scored: int) -> None:
         metrics.EVENTS_APPLIED.inc(applied.applied)
+        metrics.WRITES_REFUSED.inc(applied.refused)
         metrics.EVENTS_SKIPPED.labels("duplicate").inc(applied.duplicates)
         metrics.EVENTS_SKIPPED.labels("erased").inc(applied.erased)
         timers = len([u for u in round_.scored if u in round_.due])

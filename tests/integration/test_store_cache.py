@@ -38,3 +38,21 @@ def test_a_cache_smaller_than_a_batch_still_counts_every_event_once(
         found = store.profile(f"u{user}")
         assert found is not None
         assert found["features"] == reference.profile(f"u{user}")
+
+
+def test_a_write_under_a_stale_cache_is_refused_counted_and_redone(
+    servers: Servers, names: str
+) -> None:
+    client = redis.Redis.from_url(servers.redis_url)
+    owner = FeatureStore(client, f"{names}-stale")
+    zombie = FeatureStore(client, f"{names}-stale")  # an old owner of the same partition
+    first = [view(i, 1) for i in range(3)]
+    assert owner.apply(first, [0] * 3, range(3)).refused == 0
+    assert zombie.apply(first, [0] * 3, range(3)).duplicates == 3  # read, all fenced
+    owner.apply([view(3, 1)], [0], [3])
+    # The zombie's cache holds version 1 of u1; the owner wrote version 2.
+    late = zombie.apply([view(4, 1)], [0], [4])
+    assert (late.refused, late.applied) == (1, 1)
+    found = owner.profile("u1")
+    assert found is not None
+    assert found["features"]["views_total"] == 5
