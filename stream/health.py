@@ -90,6 +90,9 @@ def redis_pinger(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
     return ping
 
 
+REQUEST_TIMEOUT_S = 10.0
+
+
 def serve(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
     """Serve /metrics, /healthz and /readyz on `port` in a daemon thread; 0 serves nothing."""
     if not port:
@@ -103,6 +106,10 @@ def serve(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServ
 
 def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # A client that sends half a request (or reads nothing) is dropped after this long,
+        # instead of holding a thread and a socket for good.
+        timeout = REQUEST_TIMEOUT_S
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

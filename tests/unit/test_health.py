@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 from collections.abc import Iterator
 from urllib.error import HTTPError
@@ -10,6 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError
 
+import stream.health
 from stream import cli
 from stream.health import Health, serve
 from stream.localstack import free_port
@@ -99,6 +101,24 @@ def test_http_endpoints_answer_metrics_and_probes(port: int, health: Health) -> 
     assert status == 503
     assert orjson.loads(body) == {"ok": False, "kafka": "down", "redis": "up"}
     assert _get(port, "/nothing")[0] == 404
+
+
+def test_a_half_sent_request_is_dropped_after_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, health: Health
+) -> None:
+    monkeypatch.setattr(stream.health, "REQUEST_TIMEOUT_S", 0.3)
+    number = free_port()
+    server = serve(health, number, "127.0.0.1")
+    assert server is not None
+    try:
+        with socket.create_connection(("127.0.0.1", number), timeout=5) as slow:
+            slow.sendall(b"GET /metr")
+            # The server closes the connection: the read ends (b"") instead of timing out.
+            assert slow.recv(1024) == b""
+        assert _get(number, "/healthz")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_probe_reports_an_unreachable_service_as_not_ok() -> None:
