@@ -280,10 +280,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     path = [str(part) for part in error["loc"]]
     env_name = ENV_PREFIX + "__".join(part.upper() for part in path)
     shown = _redact_input(error.get("input"))
-    if any(_SECRET_KEY.search(part) for part in path) or (path and path[-1] == "url"):
-        shown = REDACTED
-    if error.get("type") == "extra_forbidden":
-        # No such setting, so nothing says what the value is: a misspelled secret is still one.
+    secret = any(_SECRET_KEY.search(part) for part in path) or (path and path[-1] == "url")
+    # No such setting, so nothing says what the value is: a misspelled secret is still one.
+    if secret or error.get("type") == "extra_forbidden":
         shown = REDACTED
     return f"{env_name} ({'.'.join(path)}): {error['msg']} (got {shown!r})"
 

@@ -12,9 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from features.errors import StoreUnavailableError
 from features.events import Event, decode_event
-from stream.errors import TransientError
 from stream.handler import Batch
 from stream.pipeline import build_handler
 from stream.settings import Settings
@@ -60,29 +58,4 @@ def test_a_late_event_in_a_later_moment_is_rejected_under_its_own_index(
     events = [event(0, "a", "view", 0), event(1, "b", "view", 10), event(2, "c", "view", 1)]
     outcome = handler.handle(one_batch(settings, events, [0, 0, 0]))
     assert [(r.index, r.stage) for r in outcome.rejections] == [(2, "late")]
-    handler.close()
-
-
-def test_a_retry_after_a_failed_later_moment_publishes_the_earlier_moments_changes(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    handler = build_handler(settings)
-    batch = one_batch(settings, [event(0, "a", "view", 0), event(1, "b", "view", 5)], [0, 1])
-    settle = handler.store._settle
-    calls = []
-
-    def fail_in_the_second_moment(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        settled = settle(*args, **kwargs)
-        if len(calls) == 2:
-            msg = "redis went away after the second moment's writes"
-            raise StoreUnavailableError(msg)
-        return settled
-
-    monkeypatch.setattr(handler.store, "_settle", fail_in_the_second_moment)
-    with pytest.raises(TransientError):
-        handler.handle(batch)
-    retried = handler.handle(batch)
-    # Both moments' writes had landed: their changes come from the outbox, none is lost.
-    assert {orjson.loads(m.value)["change_id"] for m in retried.messages} == {"a:1", "b:1"}
     handler.close()

@@ -15,8 +15,9 @@ from features.errors import StoreUnavailableError
 from features.events import Event, decode_event
 from stream.errors import TransientError
 from stream.handler import Batch
-from stream.pipeline import build_handler
+from stream.pipeline import SegmentHandler, build_handler
 from stream.settings import Settings
+from tests.integration.test_pipeline_moments import event
 
 pytestmark = pytest.mark.integration
 
@@ -39,23 +40,28 @@ def change_ids(messages: list[Any]) -> set[str]:
     return {orjson.loads(m.value)["change_id"] for m in messages}
 
 
-def test_a_retried_batch_publishes_the_changes_of_the_failed_attempt(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    handler = build_handler(settings)
-    batch = Batch(settings.topics.events, events(3), [0, 0, 0], [0, 1, 2])
+def fail_after_writes(monkeypatch: pytest.MonkeyPatch, handler: SegmentHandler, call: int) -> None:
+    """The store's `call`-th settling of writes lands them, then Redis goes away (once)."""
     settle = handler.store._settle
-    failures = []
+    calls = []
 
     def settle_then_fail(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
         settled = settle(*args, **kwargs)
-        if not failures:
-            failures.append(1)
+        if len(calls) == call:
             msg = "redis went away after the writes"
             raise StoreUnavailableError(msg)
         return settled
 
     monkeypatch.setattr(handler.store, "_settle", settle_then_fail)
+
+
+def test_a_retried_batch_publishes_the_changes_of_the_failed_attempt(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = build_handler(settings)
+    batch = Batch(settings.topics.events, events(3), [0, 0, 0], [0, 1, 2])
+    fail_after_writes(monkeypatch, handler, call=1)
     with pytest.raises(TransientError):
         handler.handle(batch)
     retried = handler.handle(batch)
@@ -66,4 +72,21 @@ def test_a_retried_batch_publishes_the_changes_of_the_failed_attempt(
     newcomer = events(4)[3]
     later = handler.handle(Batch(settings.topics.events, [newcomer], [0], [3]))
     assert change_ids(later.messages) == {"u3:1"}
+    handler.close()
+
+
+def test_a_retry_after_a_failed_later_moment_publishes_the_earlier_moments_changes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = build_handler(settings)
+    # Two moments of event time (days 0 and 5), on two partitions.
+    batch = Batch(
+        settings.topics.events, [event(0, "a", "view", 0), event(1, "b", "view", 5)], [0, 1], [0, 0]
+    )
+    fail_after_writes(monkeypatch, handler, call=2)
+    with pytest.raises(TransientError):
+        handler.handle(batch)
+    retried = handler.handle(batch)
+    # Both moments' writes had landed: their changes come from the outbox, none is lost.
+    assert change_ids(retried.messages) == {"a:1", "b:1"}
     handler.close()
