@@ -11,5 +11,10 @@ class StoreUnavailableError(FeaturesError):
     """Redis did not answer or refused a call; nothing of the batch was acknowledged."""
 
 
+class ScriptsReloadedError(StoreUnavailableError):
+    """Redis answered without our scripts (it restarted); they are loaded again, so the batch
+    can be retried at once rather than after the outage's grown backoff."""
+
+
 class ConflictError(FeaturesError):
     """A user's state kept changing under us (another writer); retrying the batch resolves it."""

@@ -31,6 +31,13 @@ def watermarks(prefix: str) -> str:
     return f"{prefix}:watermarks"
 
 
+def origin(prefix: str) -> str:
+    """Hash: where the stored state comes from: `epoch`, `topic`, `topic_id`, `partitions`,
+    and per input partition `next:<p>`, the offset the group was about to commit (raised
+    before every commit), so a Redis that lost state is told apart from a fresh one."""
+    return f"{prefix}:origin"
+
+
 def tallies(prefix: str) -> str:
     """Hash: counters that move with users' writes (e.g. users per segment), field -> count."""
     return f"{prefix}:tallies"

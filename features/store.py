@@ -32,7 +32,7 @@ from features.definitions import (
     decide,
     prune,
 )
-from features.errors import ConflictError, StoreUnavailableError
+from features.errors import ConflictError, ScriptsReloadedError, StoreUnavailableError
 from features.events import Event
 
 logger = logging.getLogger(__name__)
@@ -407,8 +407,8 @@ class FeatureStore:
     def _raw(
         self, call: str, chunks: Iterator[bytes], replies: int | Callable[[], int]
     ) -> list[Any]:
-        """Run packed script calls; a missing script (Redis restarted) is loaded, then the
-        batch fails as transient so the loop retries it from a clean cache. `observe` gets
+        """Run packed script calls; missing scripts (Redis restarted) are loaded, then the
+        batch fails as transient so the loop retries it, at once, from a clean cache. `observe` gets
         the call's seconds; the writes' include the folding and scoring that overlap them."""
         if not self._scripts_loaded:
             self._load_scripts()
@@ -417,11 +417,14 @@ class FeatureStore:
         results: list[Any] = self._call(resp.execute, self._redis, chunks, replies)
         self.observe(call, time.perf_counter() - started)
         errors = [r for r in results if isinstance(r, redis.ResponseError)]
-        if errors:
-            self._scripts_loaded = False
-            msg = f"{len(errors)} script calls failed, first: {errors[0]}"
-            raise StoreUnavailableError(msg)
-        return results
+        if not errors:
+            return results
+        self._scripts_loaded = False
+        msg = f"{len(errors)} script calls failed, first: {errors[0]}"
+        if all(isinstance(e, redis.exceptions.NoScriptError) for e in errors):
+            self._load_scripts()
+            raise ScriptsReloadedError(msg)
+        raise StoreUnavailableError(msg)
 
     def _load_scripts(self) -> None:
         for script in (self._write, self._raise_watermarks):

@@ -44,7 +44,7 @@ DAY_FEATURES: Final = frozenset({"recency_days", "days_since_last_seen"})
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One published change (the payload is the output contract, without emitted_at): of the
+    """One published change (the payload is the output contract): of the
     user's segment or band (`kind` SEGMENT), or entering or leaving a rule segment
     (MEMBERSHIP; `current` is the rule, `previous` None on entering)."""
 
@@ -106,6 +106,9 @@ class Engine:
         self._nudge = np.array(
             [1.0 / margin if n in DAY_FEATURES else margin for n in self.columns.names]
         )
+        # The state's epoch (see `stream.origin`): part of every change id, so the ids stay
+        # unique when a rebuilt state numbers each user's changes from 1 again.
+        self.epoch = 0
 
     def score(
         self,
@@ -255,9 +258,10 @@ class Engine:
         changes = []
         if settled.changed:
             seq += 1
+            change_id = self._change_id(user, seq)
             label = view.labels.get
             payload = {
-                "change_id": f"{user}:{seq}",
+                "change_id": change_id,
                 "type": SEGMENT,
                 "previous": assignment(before, label(before.cluster, "")) if before else None,
                 "current": assignment(after, label(after.cluster, "")),
@@ -266,15 +270,16 @@ class Engine:
             }
             previous = before.segment if before else None
             changes.append(
-                Change(user, f"{user}:{seq}", now, previous, after.segment, payload,
+                Change(user, change_id, now, previous, after.segment, payload,
                        settled.proposed_ms)
             )  # fmt: skip
         for rule, entered in [(r, True) for r in settled.entered] + [
             (r, False) for r in settled.left
         ]:
             seq += 1
+            change_id = self._change_id(user, seq)
             payload = {
-                "change_id": f"{user}:{seq}",
+                "change_id": change_id,
                 "type": MEMBERSHIP,
                 "segment": rule,
                 "entered": entered,
@@ -282,10 +287,13 @@ class Engine:
                 "actions": list(self.config.playbook.get(rule, ())) if entered else [],
             }
             changes.append(
-                Change(user, f"{user}:{seq}", now, None if entered else rule, rule, payload,
+                Change(user, change_id, now, None if entered else rule, rule, payload,
                        now, MEMBERSHIP)
             )  # fmt: skip
         return changes
+
+    def _change_id(self, user: str, seq: int) -> str:
+        return f"{user}:{self.epoch}:{seq}"
 
 
 class _View:

@@ -2,7 +2,7 @@
 
 The `Record` travels inside the user's feature state (one compare-and-set writes both), so a
 decision is never stored without the features it was made on. A change gets the id
-`<user>:<seq>` from the record's sequence: re-deciding after a crash gives the same id.
+`<user>:<epoch>:<seq>` from the record's sequence: re-deciding after a crash gives the same id.
 """
 
 from __future__ import annotations

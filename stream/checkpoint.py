@@ -2,7 +2,9 @@
 
 1. Redis writes happened inside the handler, before its batch was tracked here.
 2. The producer is flushed; anything undelivered raises `DeliveryError`.
-3. Offsets are committed synchronously and each partition's result is checked.
+3. The handler records the offsets about to be committed (`before_commit`), so that Redis is
+   never behind Kafka unless it lost state.
+4. Offsets are committed synchronously and each partition's result is checked.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ class Checkpoint:
         publisher: Publisher,
         topic: str,
         interval_s: float,
+        *,
         on_commit: Callable[[dict[int, int]], None] | None = None,
+        before_commit: Callable[[dict[int, int]], None] | None = None,
     ) -> None:
         self._on_commit = on_commit
+        self._before_commit = before_commit
         self._consumer = consumer
         self._publisher = publisher
         self._topic = topic
@@ -68,6 +73,8 @@ class Checkpoint:
         if not self._next_offsets:
             return
         self._publisher.flush()
+        if self._before_commit is not None:
+            self._before_commit(dict(self._next_offsets))
         offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(self._next_offsets.items())]
         try:
             results = self._consumer.commit(offsets=offsets, asynchronous=False)

@@ -51,11 +51,11 @@ def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.health import Health, redis_pinger, serve
+    from stream.health import health_for, serve
     from stream.loop import Loop
     from stream.pipeline import build_handler
 
-    health = Health(settings.metrics.stall_s, redis_pinger(settings.redis.url))
+    health = health_for(settings)
     server = serve(health, settings.metrics.port, settings.metrics.host)
     handler = build_handler(settings)
     loop = Loop(settings, handler, health)
@@ -68,6 +68,35 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             server.shutdown()
     print_json({**summary.as_dict(), "model_version": handler.sync.params.version})
     return 0 if summary.clean_exit else 3
+
+
+def register_recover(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "recover",
+        parents=[common],
+        help="after the service stopped on lost state: rebuild or go on, under a new epoch",
+        description=(
+            "The service stops when Redis lost its state (restarted empty, flushed, restored"
+            " from an older backup) or the events topic was recreated. Stop every instance of"
+            " the group, then choose: --from-earliest drops the derived state and re-folds"
+            " everything the topic still holds; --from-committed keeps what Redis holds and"
+            " goes on from the committed offsets (what was lost stays lost). Either way change"
+            " ids carry a new epoch, so none is reused."
+        ),
+    )
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--from-earliest", action="store_true",
+                     help="drop the derived state, re-fold the topic from its start")  # fmt: skip
+    how.add_argument("--from-committed", action="store_true",
+                     help="keep the state and the committed offsets")  # fmt: skip
+    p.set_defaults(command=cmd_recover)
+
+
+def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.recover import recover
+
+    print_json(recover(settings, from_earliest=args.from_earliest).as_dict())
+    return 0
 
 
 def register_generate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -362,6 +391,7 @@ def cmd_model_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_run,
+    register_recover,
     register_generate,
     register_replay,
     register_profile,

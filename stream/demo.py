@@ -15,7 +15,7 @@ from features.store import FeatureStore
 from stream.demo_segments import segment_table
 from stream.evaluate import EvaluateOptions, Recorder
 from stream.generate import GenerateSummary, generate
-from stream.health import Health, redis_pinger, serve
+from stream.health import Health, health_for, serve
 from stream.loop import Loop, RunSummary
 from stream.pipeline import build_handler
 from stream.progress import Progress
@@ -51,7 +51,7 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
         handler = build_handler(settings)
         store = handler.store
         recorder = Recorder(handler)
-        health = Health(settings.metrics.stall_s, redis_pinger(settings.redis.url))
+        health = health_for(settings)
         metrics_url = _serve_metrics(health, settings, resources)
         try:
             service = Loop(settings, recorder, health).run(until_idle=5.0)

@@ -14,6 +14,10 @@ class ConfigError(SegstreamError):
 class TransientError(SegstreamError):
     """A dependency (Redis, the broker) failed in a way that a retry may fix."""
 
+    # The dependency answers again (Redis came back without our scripts, now loaded): retry
+    # after the first backoff step, not after the one the outage grew to.
+    retry_now: bool = False
+
 
 class DeliveryError(TransientError):
     """Records were not acknowledged by the broker; `code` keeps the Kafka error code name."""
@@ -31,8 +35,18 @@ class CommitError(TransientError):
         self.code = code
 
 
-class BrokerUnavailableError(SegstreamError):
+class BrokerUnavailableError(TransientError):
     """The Kafka cluster did not answer an admin request in time."""
+
+
+class StateLostError(SegstreamError):
+    """Redis no longer holds the state this group built (restarted empty, flushed, an old
+    backup), or the events topic is not the one it was built from. The service stops
+    consuming: going on would lose or double-count events. `kind` is "lost" or "topic"."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class LocalStackError(SegstreamError):

@@ -61,6 +61,19 @@ class Rejection:
     invalid: InvalidEvent
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What the broker says about the events topic when partitions are assigned: the handler
+    compares it with what its state was built from before it applies anything."""
+
+    topic: str
+    topic_id: str  # "" where the broker has no topic ids
+    partitions: int
+    assigned: tuple[int, ...]
+    committed: dict[int, int]  # the group's committed next offset, every partition that has one
+    ends: dict[int, int]  # log end offset of each assigned partition (brokers without ids)
+
+
 @dataclass(slots=True)
 class Outcome:
     messages: list[OutMessage] = field(default_factory=list)
@@ -75,6 +88,15 @@ class BatchHandler(Protocol):
     def partitions_assigned(self, partitions: Sequence[int]) -> None: ...
 
     def partitions_revoked(self, partitions: Sequence[int]) -> None: ...
+
+    def check_origin(self, origin: Origin) -> None:
+        """Before the first batch of newly assigned partitions: raise `StateLostError` when the
+        stored state does not belong to this topic and these offsets."""
+        ...
+
+    def committing(self, next_offsets: dict[int, int]) -> None:
+        """These offsets are about to be committed (raise `TransientError` to hold it back)."""
+        ...
 
     def committed(self, next_offsets: dict[int, int]) -> None:
         """Offsets up to these (exclusive) are committed; what they cover may be forgotten."""
@@ -91,6 +113,12 @@ class NullHandler:
         return None
 
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
+        return None
+
+    def check_origin(self, origin: Origin) -> None:
+        return None
+
+    def committing(self, next_offsets: dict[int, int]) -> None:
         return None
 
     def committed(self, next_offsets: dict[int, int]) -> None:
@@ -111,6 +139,12 @@ class Passthrough(Generic[H]):
 
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
         self.inner.partitions_revoked(partitions)
+
+    def check_origin(self, origin: Origin) -> None:
+        self.inner.check_origin(origin)
+
+    def committing(self, next_offsets: dict[int, int]) -> None:
+        self.inner.committing(next_offsets)
 
     def committed(self, next_offsets: dict[int, int]) -> None:
         self.inner.committed(next_offsets)

@@ -1,18 +1,22 @@
 """Liveness and readiness, served next to /metrics on the metrics port.
 
-- Liveness (`/healthz`) fails only when the consumer loop stops completing iterations for
-  `stall_s`: a broker or Redis that is away makes the loop pause and retry, which still counts as
-  progress, so Kubernetes does not restart a healthy pod during a dependency outage.
-- Readiness (`/readyz`) fails while Kafka (no broker up in librdkafka's statistics, or all brokers
-  down) or Redis (a PING, at most once a second) is unreachable.
+- Liveness (`/healthz`) fails only when the consumer loop itself stops completing iterations for
+  `stall_s`. Waiting on a dependency is not being stuck: a broker or Redis that is away makes the
+  loop pause and retry (each retry wait iterates), and a blocking call to the broker (a commit, a
+  flush) is marked as a wait. So Kubernetes does not restart a healthy pod during an outage.
+- Readiness (`/readyz`) fails while no broker has sent a byte for `kafka_silence_s` (librdkafka's
+  `rxidle`: a frozen broker keeps its TCP connection, and its state, UP), while Redis does not
+  answer a PING (at most one a second), while the loop is paused on a failing dependency, and
+  once the service stopped because Redis lost its state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,6 +26,7 @@ from confluent_kafka import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from stream import metrics
+from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +36,20 @@ REDIS_PING_EVERY_S = 1.0
 class Health:
     """What the probes answer from; the loop and the Kafka callbacks feed it."""
 
-    def __init__(self, stall_s: float, ping_redis: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        stall_s: float,
+        ping_redis: Callable[[], bool] | None = None,
+        kafka_silence_s: float = 30.0,
+    ) -> None:
         self.stall_s = stall_s
+        self.kafka_silence_s = kafka_silence_s
         self._ping_redis = ping_redis
         self._beat = time.monotonic()
-        self._kafka_up: bool | None = None  # unknown until the first statistics or error
+        self._waiting_on = ""  # the dependency call the loop is blocked in, if any
+        self._kafka_heard = -float("inf")  # monotonic time a broker last sent something
+        self._paused_on = ""  # the failing step the loop is paused on, if any
+        self._halted = ""  # why the service stopped consuming for good
         self._redis_up = False
         self._redis_checked = -float("inf")
         self._lock = threading.Lock()
@@ -45,23 +59,60 @@ class Health:
         self._beat = time.monotonic()
         metrics.LAST_PROGRESS.set_to_current_time()
 
+    @contextlib.contextmanager
+    def waiting(self, on: str) -> Iterator[None]:
+        """The loop blocks in a call to a dependency (bounded by that client's own timeout)."""
+        self._waiting_on = on
+        try:
+            yield
+        finally:
+            self._waiting_on = ""
+            self.beat()
+
+    def paused(self, on: str) -> None:
+        """The loop is paused retrying `on` ("" once it runs again)."""
+        self._paused_on = on
+
+    def halt(self, reason: str) -> None:
+        self._halted = reason
+
     def kafka_statistics(self, stats: dict[str, Any]) -> None:
-        brokers = stats.get("brokers", {}).values()
-        self._kafka_up = any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
+        idle = [
+            b["rxidle"] / 1e6
+            for b in stats.get("brokers", {}).values()
+            if b.get("nodeid", -1) >= 0 and b.get("state") == "UP" and b.get("rxidle", -1) >= 0
+        ]
+        if idle:
+            self._kafka_heard = max(self._kafka_heard, time.monotonic() - min(idle))
 
     def kafka_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self._kafka_up = False
+            self._kafka_heard = -float("inf")
+
+    def kafka_silent_s(self) -> float:
+        """Seconds since a broker last sent something (inf: never)."""
+        return time.monotonic() - self._kafka_heard
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         stalled = time.monotonic() - self._beat
-        return stalled < self.stall_s, {"since_progress_s": round(stalled, 3)}
+        detail: dict[str, Any] = {"since_progress_s": round(stalled, 3)}
+        if self._waiting_on:
+            detail["waiting_on"] = self._waiting_on
+        return bool(self._waiting_on) or stalled < self.stall_s, detail
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        kafka = self._kafka_up is not False
+        silent = self.kafka_silent_s()
+        kafka = silent < self.kafka_silence_s
         redis_up = self._redis_ok()
-        detail = {"kafka": _word(self._kafka_up), "redis": "up" if redis_up else "down"}
-        return kafka and redis_up, detail
+        detail: dict[str, Any] = {"kafka": "up" if kafka else "down", "redis": _word(redis_up)}
+        if silent != float("inf"):
+            detail["kafka_silent_s"] = round(silent, 1)
+        if self._paused_on:
+            detail["paused_on"] = self._paused_on
+        if self._halted:
+            detail["stopped"] = self._halted
+        ready = kafka and redis_up and not self._paused_on and not self._halted
+        return ready, detail
 
     def _redis_ok(self) -> bool:
         if self._ping_redis is None:
@@ -73,8 +124,18 @@ class Health:
             return self._redis_up
 
 
-def _word(up: bool | None) -> str:
-    return "unknown" if up is None else ("up" if up else "down")
+def _word(up: bool) -> str:
+    return "up" if up else "down"
+
+
+def health_for(settings: Settings) -> Health:
+    """The service's health from its settings, with a Redis PING of its own."""
+    metrics_settings = settings.metrics
+    return Health(
+        metrics_settings.stall_s,
+        redis_pinger(settings.redis.url),
+        kafka_silence_s=metrics_settings.kafka_silence_s,
+    )
 
 
 def redis_pinger(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:

@@ -26,22 +26,33 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from features.events import Event, InvalidEvent, decode_event
 from stream import metrics
 from stream.alignment import Alignment
 from stream.checkpoint import Checkpoint
 from stream.deadletter import dead_letter
-from stream.errors import SegstreamError, TransientError
+from stream.errors import SegstreamError, StateLostError, TransientError
 from stream.handler import Batch, BatchHandler
 from stream.health import Health
 from stream.publisher import Publisher
-from stream.settings import Settings, consumer_config, log_client_error, producer_config
-from stream.topics import ensure_topics
+from stream.settings import (
+    Settings,
+    admin_config,
+    consumer_config,
+    log_client_error,
+    producer_config,
+)
+from stream.topics import describe_origin, ensure_topics
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Steps that block in a broker call, bounded by librdkafka's own timeouts: the loop is waiting
+# on a dependency there, not stuck. A batch (`handle`) is not one: its Redis calls time out
+# after SEGSTREAM_REDIS__SOCKET_TIMEOUT_S, and the rest of it is our own work.
+BLOCKING_STEPS = frozenset({"commit", "produce", "origin"})
 FINAL_COMMIT_ATTEMPTS = 5
 JOIN_GRACE_S = 60.0
 
@@ -97,6 +108,8 @@ class Loop:
         self._failed = False
         self._paused = False
         self._owned: set[int] = set()
+        self._unchecked: set[int] = set()  # assigned, origin not compared yet
+        self._admin: AdminClient | None = None
         self._alignment = Alignment(int(settings.loop.max_drift_s * 1000), settings.loop.idle_s)
         self._assigned_once = False
         self._last_activity = time.monotonic()
@@ -131,6 +144,7 @@ class Loop:
                 self._topic,
                 settings.loop.commit_interval_s,
                 on_commit=self._handler.committed,
+                before_commit=self._handler.committing,
             )
             self._consumer.subscribe(
                 [self._topic],
@@ -139,7 +153,10 @@ class Loop:
                 on_lost=self._on_lost,
             )
             try:
-                self._consume_until_done(max_events, until_idle)
+                try:
+                    self._consume_until_done(max_events, until_idle)
+                except StateLostError as exc:
+                    self._halt(exc, bounded=max_events is not None or until_idle is not None)
                 self._final_commit()
             except StoppedError:
                 self.summary.clean_exit = False
@@ -163,6 +180,8 @@ class Loop:
                     self.stop(f"max_events={max_events}")
                     break
             messages = self._consumer.consume(wanted, loop.batch_timeout_s)
+            if self._unchecked:
+                self._retry("origin", self._check_origin)
             if messages:
                 self._last_activity = time.monotonic()
                 if not self.summary.batches:
@@ -170,10 +189,49 @@ class Loop:
                 self._process(messages, self._last_activity)
                 self.summary.busy_s = time.monotonic() - self._started - self.summary.first_record_s
             elif until_idle is not None and self._idle_for() >= until_idle:
-                self.stop(f"idle for {until_idle}s")
+                self._stop_if_drained(until_idle)
             self._align()
             if self._checkpoint.due():
                 self._retry("commit", self._checkpoint.commit)
+
+    def _check_origin(self) -> None:
+        """Compare the newly assigned partitions' topic and offsets with the stored state's."""
+        if self._admin is None:
+            self._admin = AdminClient(admin_config(self._settings))
+        partitions = sorted(self._unchecked)
+        timeout_s = self._settings.loop.flush_timeout_s
+        origin = describe_origin(self._admin, self._consumer, self._topic, partitions, timeout_s)
+        self._handler.check_origin(origin)
+        self._unchecked.difference_update(partitions)
+
+    def _halt(self, exc: StateLostError, *, bounded: bool) -> None:
+        """Stop consuming for good: nothing more is applied or committed. A service stays up,
+        unready, with the error on its probe and metrics until it is stopped; a bounded run
+        (`--until-idle`, `--max-events`) ends at once. Either way the error is raised."""
+        self._failed = True
+        metrics.STATE_LOST.labels(exc.kind).set(1)
+        self._health.halt(str(exc))
+        logger.error("stopped consuming: %s", exc)
+        self._set_paused(True)
+        while not bounded and not self._stop_reason:
+            self._wait_serving_rebalances(1.0)
+        raise exc
+
+    def _stop_if_drained(self, until_idle: float) -> None:
+        """Quiet is only the end of the input if a broker answered during it: a frozen broker
+        delivers nothing too. Waits for that answer, at most until readiness gives up on it."""
+        quiet, silent = self._idle_for(), self._health.kafka_silent_s()
+        if silent < quiet:
+            self.stop(f"idle for {until_idle}s")
+        elif silent >= self._health.kafka_silence_s:
+            self.summary.clean_exit = False
+            logger.error(
+                "no record for %.0fs, but no broker answered for %.0fs either: records may"
+                " remain unread",
+                quiet,
+                silent,
+            )
+            self.stop(f"broker silent for {silent:.0f}s")
 
     def _idle_for(self) -> float:
         """Quiet seconds since the last record or assignment; the group join does not count,
@@ -200,6 +258,8 @@ class Loop:
                 max_bytes=loop.max_event_bytes,
                 max_future_ms=loop.max_future_ms,
             )
+            if isinstance(result, Event) and not _keyed_by(msg, result):
+                result = _key_mismatch(msg, result)
             if isinstance(result, Event):
                 valid.append(msg)
                 events.append(result)
@@ -256,20 +316,30 @@ class Loop:
         delay = loop.backoff_initial_s
         while True:
             try:
-                result = action()
+                with self._waiting(step):
+                    result = action()
             except TransientError as exc:
                 if self._stop_reason:
                     msg = f"{step} failing at stop: {exc}"
                     raise StoppedError(msg) from exc
+                if exc.retry_now:
+                    delay = loop.backoff_initial_s
                 self.summary.retries += 1
                 metrics.RETRIES.labels(step).inc()
                 logger.warning("%s failed: %s; paused, retrying in %.2fs", step, exc, delay)
                 self._set_paused(True)
+                self._health.paused(step)
                 self._wait_serving_rebalances(delay)
                 delay = min(delay * 2, loop.backoff_max_s)
                 continue
             self._set_paused(False)
+            self._health.paused("")
             return result
+
+    def _waiting(self, step: str) -> contextlib.AbstractContextManager[None]:
+        if step in BLOCKING_STEPS:
+            return self._health.waiting(step)
+        return contextlib.nullcontext()
 
     def _wait_serving_rebalances(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -317,9 +387,9 @@ class Loop:
     def _final_commit(self) -> None:
         delay = self._settings.loop.backoff_initial_s
         for attempt in range(1, FINAL_COMMIT_ATTEMPTS + 1):
-            self._health.beat()
             try:
-                self._checkpoint.commit()
+                with self._health.waiting("commit"):
+                    self._checkpoint.commit()
                 return
             except TransientError as exc:
                 logger.warning("final commit attempt %d failed: %s", attempt, exc)
@@ -334,6 +404,7 @@ class Loop:
             consumer.pause(partitions)
         numbers = [tp.partition for tp in partitions]
         self._owned.update(numbers)
+        self._unchecked.update(numbers)
         self._alignment.assigned(numbers, time.monotonic())
         metrics.ASSIGNED_PARTITIONS.set(len(self._owned))
         self._last_activity = time.monotonic()
@@ -347,8 +418,10 @@ class Loop:
         metrics.REBALANCES.labels("revoke").inc()
         if not self._failed:
             try:
-                self._checkpoint.commit()
-            except TransientError as exc:
+                with self._health.waiting("commit"):
+                    self._checkpoint.commit()
+            except (TransientError, StateLostError) as exc:
+                # A lost state is found again by the loop's own commit or origin check.
                 logger.warning("commit on revoke of %s failed: %s", numbers, exc)
         self._release(numbers)
         logger.info("revoked %s%s", self._topic, numbers)
@@ -364,6 +437,7 @@ class Loop:
         metrics.ALIGNMENT_PAUSED.set(len(self._alignment.paused))
         self._checkpoint.forget(numbers)
         self._owned.difference_update(numbers)
+        self._unchecked.difference_update(numbers)
         metrics.ASSIGNED_PARTITIONS.set(len(self._owned))
         for partition in numbers:
             _drop_lag(partition)
@@ -393,6 +467,20 @@ def _observe_latency(valid: Sequence[Message], events: Sequence[Event]) -> None:
     record_ms = np.fromiter((_timestamp(m) for m in valid), np.float64, len(valid))
     known = record_ms > 0
     metrics.RECORD_TO_DECISION.observe_many(np.maximum(now_ms - record_ms[known], 0.0) / 1000)
+
+
+def _keyed_by(msg: Message, event: Event) -> bool:
+    """A record's key must be its user id (or absent): a user's events must share a partition,
+    or their order, and who applies them, depends on two consumers."""
+    key = msg.key()
+    return key is None or key == event.user_id.encode()
+
+
+def _key_mismatch(msg: Message, event: Event) -> InvalidEvent:
+    key = msg.key() or b""
+    shown = key[:64].decode("utf-8", "replace")
+    message = f"record key {shown!r} is not the event's user_id (keys must be user ids)"
+    return InvalidEvent("key_mismatch", "KeyMismatch", message)
 
 
 def _timestamp(msg: Message) -> int:

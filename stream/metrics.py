@@ -134,6 +134,18 @@ RETRIES = Counter("segstream_retries", "Failed attempts of a loop step that were
 
 # Kafka consumer state.
 PAUSED = Gauge("segstream_paused", "1 while consumption is paused by backpressure")
+SNAPSHOTS_REFUSED = Counter(
+    "segstream_snapshots_refused",
+    "Model snapshots whose signature or content was refused (kind=scoring: the newest good"
+    " version is used instead; kind=trainer: this instance does not train)",
+    ["kind"],
+)
+STATE_LOST = Gauge(
+    "segstream_state_lost",
+    "1 once the service stopped consuming because Redis lost its state (kind=lost) or the"
+    " events topic is not the one the state was built from (kind=topic)",
+    ["kind"],
+)
 ALIGNMENT_PAUSED = Gauge(
     "segstream_partitions_held_back",
     "Partitions paused because they ran ahead of the others in event time",

@@ -240,6 +240,8 @@ class ModelSync:
         self._allowance = 0.0
         self._allowance_at = time.monotonic()
         self._checked = False
+        self._refused_version = 0  # the current version when a snapshot of it was refused
+        self._trainer_refused = False
 
     @property
     def trainer(self) -> bool:
@@ -273,15 +275,18 @@ class ModelSync:
         self._next_refresh = now + self._refresh_s
         if not self._checked:
             self.check_settings()
-        holds = self._store.hold_lease(self.owner, self._lease_ms)
+        holds = not self._trainer_refused and self._store.hold_lease(self.owner, self._lease_ms)
         if holds and self._model is None:
             try:
                 self._model = self._resume()
+            except SnapshotError as exc:
+                self._refuse_trainer(exc)
             except BaseException:
                 self._store.release(self.owner)  # let another instance try at once
                 raise
-            self._milestone = 2 * self._learned(self._model)
-            logger.info("holding the trainer lease from model v%d", self._model.version)
+            else:
+                self._milestone = 2 * self._learned(self._model)
+                logger.info("holding the trainer lease from model v%d", self._model.version)
         elif not holds and self._model is not None:
             logger.info("lost the trainer lease")
             self._model = None
@@ -335,16 +340,34 @@ class ModelSync:
         model = self._store.trainer() if self._store.current() else None
         return model if model is not None else self._fresh
 
+    def _refuse_trainer(self, exc: SnapshotError) -> None:
+        """A trainer's snapshot that fails its signature is not learned on: scoring goes on
+        with the published version, and this instance stops asking for the lease (every
+        instance would refuse it; an operator resets the model or restores the key)."""
+        self._store.release(self.owner)
+        self._trainer_refused = True
+        metrics.SNAPSHOTS_REFUSED.labels("trainer").inc()
+        logger.error("not training: %s; scoring goes on with model v%d", exc, self.params.version)
+
     def _follow(self) -> None:
         version = self._store.current()
-        if version <= self.params.version:
+        if version <= self.params.version or version == self._refused_version:
             return
         self._refuse_unless_usable(version)
-        params = self._store.load(version)
-        if params is not None:
-            self.params = params
-            metrics.MODEL_VERSION.set(version)
-            logger.info("scoring with model v%d", version)
+        for candidate in range(version, max(self.params.version, version - KEEP_VERSIONS), -1):
+            try:
+                params = self._store.load(candidate)
+            except SnapshotError as exc:
+                # A forged or corrupt snapshot: fall back to the newest good one still kept.
+                metrics.SNAPSHOTS_REFUSED.labels("scoring").inc()
+                logger.error("model v%d refused: %s", candidate, exc)
+                self._refused_version = version
+                continue
+            if params is not None:
+                self.params = params
+                metrics.MODEL_VERSION.set(params.version)
+                logger.info("scoring with model v%d", params.version)
+                return
 
     @staticmethod
     def _learned(model: Model) -> int:

@@ -13,7 +13,6 @@ Order within a batch, and why:
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +21,7 @@ import orjson
 import redis
 
 from features.definitions import UserState
-from features.errors import ConflictError, StoreUnavailableError
+from features.errors import ConflictError, ScriptsReloadedError, StoreUnavailableError
 from features.events import Event
 from features.store import Applied, Around, FeatureStore
 from segments.engine import MEMBERSHIP, Change, Engine, Label, Scored
@@ -39,8 +38,9 @@ from stream.features_handler import (
     pseudonymizer,
     redis_client,
 )
-from stream.handler import Batch, Outcome
+from stream.handler import Batch, Origin, Outcome
 from stream.models import ModelStore, ModelSync
+from stream.origin import OriginGuard, persistence_warning
 from stream.outbox import Outbox
 from stream.publisher import OutMessage
 from stream.settings import Settings
@@ -79,6 +79,7 @@ class SegmentHandler:
         segments_topic: str,
         census: Census | None = None,
         pseudonymize: Callable[[str], str] | None = None,
+        guard: OriginGuard | None = None,
     ) -> None:
         self.store = store
         self.store.observe = _observe_redis
@@ -89,6 +90,8 @@ class SegmentHandler:
         self._outbox = outbox
         self._topic = segments_topic
         self._pseudonymize = pseudonymize
+        # None for offline drivers (evaluate, tests) that hand batches over without a broker.
+        self._guard = guard
         self._recovering: set[int] = set()  # newly assigned: publish the previous owner's rest
         self._retrying: set[int] = set()  # a failed attempt left entries of this batch
         self.quality = LiveQuality()
@@ -107,7 +110,9 @@ class SegmentHandler:
             if isinstance(exc, StoreUnavailableError):
                 metrics.REDIS_ERRORS.labels("store").inc()
             if isinstance(exc, StoreUnavailableError | ConflictError):
-                raise TransientError(str(exc)) from exc
+                transient = TransientError(str(exc))
+                transient.retry_now = isinstance(exc, ScriptsReloadedError)
+                raise transient from exc
             raise
 
     def _handle(self, batch: Batch) -> Outcome:
@@ -121,6 +126,9 @@ class SegmentHandler:
             outcome.rejections += [replace(r, index=indices[r.index]) for r in done.rejections]
             resolved += self.resolved
             decided += self.decided
+        if self._guard is not None:
+            # Before the changes go out: a Redis that lost state during the batch reused ids.
+            self._guard.verify(batch.partitions)
         self.resolved, self.decided = resolved, decided
         self._recovering -= set(batch.partitions)
         self._retrying -= set(batch.partitions)
@@ -172,13 +180,14 @@ class SegmentHandler:
         scored = self.engine.score(
             self.sync.params, users, folded, now, timer, learn_share=round_.learn_share
         )
-        emitted_at = time.time()
         # A user folded again after a refused write: its earlier change never happened.
         redone = [u for u in folded_states if round_.changes.pop(u, None) is not None]
         fresh: dict[str, list[Published]] = {}
         for change in scored.changes:
             partition = states[change.user_id].partition
-            value = orjson.dumps({**change.payload, "emitted_at": emitted_at})
+            # No send time in the value: a change sent again (a retry, a new owner) must be
+            # the same bytes; when it was sent is the record's own timestamp.
+            value = orjson.dumps(change.payload)
             fresh.setdefault(change.user_id, []).append((partition, value, change))
         round_.changes.update(fresh)
         before = self._outbox_commands(round_, fresh, rewrite=bool(redone))
@@ -285,6 +294,16 @@ class SegmentHandler:
         self._timers.forget(partitions)
         self._recovering.difference_update(partitions)
         self._retrying.difference_update(partitions)
+        if self._guard is not None:
+            self._guard.forget(partitions)
+
+    def check_origin(self, origin: Origin) -> None:
+        if self._guard is not None:
+            self.engine.epoch = self._guard.check(origin)
+
+    def committing(self, next_offsets: dict[int, int]) -> None:
+        if self._guard is not None:
+            self._guard.record(next_offsets)
 
     def committed(self, next_offsets: dict[int, int]) -> None:
         self._outbox.committed(next_offsets)
@@ -344,6 +363,8 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         sync.check_settings()
     except TransientError as exc:
         logger.warning("model settings not checked yet (checked on the first batch): %s", exc)
+    if warning := persistence_warning(client):
+        logger.warning("%s", warning)
     census = Census(client, settings.key_prefix)
     census.start()
     return SegmentHandler(
@@ -355,6 +376,7 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         segments_topic=settings.topics.segments,
         census=census,
         pseudonymize=pseudonymizer(settings),
+        guard=OriginGuard(client, settings.key_prefix),
     )
 
 

@@ -207,6 +207,9 @@ class MetricsSettings(BaseModel):
     host: str = Field("0.0.0.0", min_length=1)
     # Liveness fails after this long without a loop iteration; a paused retry still iterates.
     stall_s: float = Field(60.0, gt=0)
+    # Readiness fails after this long without a byte from any broker (a frozen broker's TCP
+    # connection stays up, so librdkafka's broker state alone would say "up").
+    kafka_silence_s: float = Field(30.0, gt=0)
 
 
 class LogSettings(BaseModel):
@@ -337,8 +340,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         "session.timeout.ms": kafka.session_timeout_ms,
         "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
-        # Consumer lag per partition and broker state for metrics and readiness.
-        "statistics.interval.ms": 5_000,
+        # Consumer lag per partition and when a broker last answered, for metrics, readiness
+        # and telling an idle topic from a silent broker.
+        "statistics.interval.ms": 1_000,
         **kafka.config,
     }
 

@@ -1,15 +1,17 @@
-"""Create the service's topics when they are missing."""
+"""The service's topics: created when missing, and described for the origin check."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Final
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from stream.errors import BrokerUnavailableError
+from stream.handler import Origin
 from stream.settings import Settings, admin_config
 
 logger = logging.getLogger(__name__)
@@ -72,3 +74,40 @@ def create_topics(
             created.append(name)
             logger.info("created topic %s", name)
     return created
+
+
+def describe_origin(
+    admin: AdminClient, consumer: Consumer, topic: str, assigned: Sequence[int], timeout_s: float
+) -> Origin:
+    """The topic's id and partition count, the group's committed offsets on every partition,
+    and, where the broker has no topic ids, the end offsets of the assigned ones (a recreated
+    topic is then told by offsets that went backwards). A broker that does not answer is
+    transient."""
+    try:
+        described = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout_s)
+        description = described[topic].result(timeout=timeout_s)
+        count = len(description.partitions)
+        every = [TopicPartition(topic, p) for p in range(count)]
+        committed = consumer.committed(every, timeout=timeout_s)
+        # Only without ids: some brokers (Tansu 0.6) answer ListOffsets(latest) wrongly.
+        ends = {} if description.topic_id else _ends(consumer, topic, assigned, timeout_s)
+    except KafkaException as exc:
+        msg = f"the broker did not describe {topic} in {timeout_s:.0f}s: {exc.args[0].str()}"
+        raise BrokerUnavailableError(msg) from exc
+    return Origin(
+        topic=topic,
+        topic_id=str(description.topic_id or ""),
+        partitions=count,
+        assigned=tuple(sorted(assigned)),
+        committed={tp.partition: tp.offset for tp in committed if tp.offset >= 0},
+        ends=ends,
+    )
+
+
+def _ends(
+    consumer: Consumer, topic: str, partitions: Sequence[int], timeout_s: float
+) -> dict[int, int]:
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout_s, cached=False)[1]
+        for p in partitions
+    }

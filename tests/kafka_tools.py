@@ -83,3 +83,9 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
     offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     consumer.close()
     return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
+
+
+def without_epoch(change_id: str) -> str:
+    """`<user>:<seq>` of a change id `<user>:<epoch>:<seq>` (the epoch is a start time)."""
+    user, _, seq = change_id.rsplit(":", 2)
+    return f"{user}:{seq}"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Sequence
 
 import orjson
 import pytest
 import redis
 
 from stream.errors import TransientError
-from stream.handler import Batch, Outcome
+from stream.handler import Batch, NullHandler, Outcome
 from stream.loop import Loop, RunSummary
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -22,7 +21,7 @@ from tests.kafka_tools import committed, end_offsets, produce
 pytestmark = pytest.mark.integration
 
 
-class RedisRecorder:
+class RedisRecorder(NullHandler):
     """A handler with a real Redis side effect: each event id into a set, each delivery counted."""
 
     def __init__(self, url: str, prefix: str, pause_s: float = 0.0) -> None:
@@ -42,15 +41,6 @@ class RedisRecorder:
             msg = f"redis unavailable: {exc}"
             raise TransientError(msg) from exc
         return Outcome()
-
-    def partitions_assigned(self, partitions: Sequence[int]) -> None:
-        return None
-
-    def partitions_revoked(self, partitions: Sequence[int]) -> None:
-        return None
-
-    def committed(self, next_offsets: dict[int, int]) -> None:
-        return None
 
 
 def events(n: int) -> list[tuple[bytes | None, bytes]]:

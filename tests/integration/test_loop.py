@@ -37,6 +37,8 @@ INVALID = {
     + b"[" * 1500
     + b"]" * 1500
     + b"}",
+    # Valid, but keyed by something other than its user: a user's events must share a partition.
+    "key_mismatch": b'{"event_id": "e", "user_id": "u", "type": "view", "ts": 1764201600000}',
 }
 
 
@@ -52,10 +54,11 @@ def test_invalid_records_reach_the_dlq_with_origin_and_offsets_reach_the_end(
     ensure_topics(settings)
     topic = settings.topics.events
     records: list[tuple[bytes | None, bytes]] = [
-        (f"u{i}".encode(), valid_event(i)) for i in range(40)
+        (f"u{i % 7}".encode(), valid_event(i)) for i in range(40)
     ]
     records += [(reason.encode(), raw) for reason, raw in INVALID.items()]
-    records += [(f"u{i}".encode(), valid_event(i)) for i in range(40, 60)]
+    records += [(f"u{i % 7}".encode(), valid_event(i)) for i in range(40, 50)]
+    records += [(None, valid_event(i)) for i in range(50, 60)]  # unkeyed: accepted
     placed = produce(settings.kafka.bootstrap_servers, topic, records)
 
     summary = Loop(settings, NullHandler()).run(until_idle=3.0)
@@ -89,7 +92,9 @@ def test_max_events_bounds_the_run_and_a_restart_continues_without_rereading(
     settings: Settings,
 ) -> None:
     ensure_topics(settings)
-    records: list[tuple[bytes | None, bytes]] = [(b"u1", valid_event(i)) for i in range(50)]
+    records: list[tuple[bytes | None, bytes]] = [
+        (f"u{i % 7}".encode(), valid_event(i)) for i in range(50)
+    ]
     placed = produce(settings.kafka.bootstrap_servers, settings.topics.events, records)
 
     first = Loop(settings, NullHandler()).run(max_events=20)

@@ -67,11 +67,11 @@ def test_a_retried_batch_publishes_the_changes_of_the_failed_attempt(
     retried = handler.handle(batch)
     assert handler.last is not None
     assert handler.last.duplicates == 3  # the first attempt's writes had landed
-    assert change_ids(retried.messages) == {"u0:1", "u1:1", "u2:1"}
+    assert change_ids(retried.messages) == {"u0:0:1", "u1:0:1", "u2:0:1"}
     # Once the batch succeeded, the next one does not publish them again.
     newcomer = events(4)[3]
     later = handler.handle(Batch(settings.topics.events, [newcomer], [0], [3]))
-    assert change_ids(later.messages) == {"u3:1"}
+    assert change_ids(later.messages) == {"u3:0:1"}
     handler.close()
 
 
@@ -88,5 +88,5 @@ def test_a_retry_after_a_failed_later_moment_publishes_the_earlier_moments_chang
         handler.handle(batch)
     retried = handler.handle(batch)
     # Both moments' writes had landed: their changes come from the outbox, none is lost.
-    assert change_ids(retried.messages) == {"a:1", "b:1"}
+    assert change_ids(retried.messages) == {"a:0:1", "b:0:1"}
     handler.close()

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client import REGISTRY
 
 from features import keys
 from segments.engine import Engine
@@ -39,7 +41,7 @@ from stream.settings import Settings
 from stream.topics import ensure_topics
 from tests.conftest import SIGNING_KEY
 from tests.integration.test_cli import env_for, segstream
-from tests.kafka_tools import produce, read_topic
+from tests.kafka_tools import produce, read_topic, without_epoch
 
 pytestmark = pytest.mark.integration
 
@@ -277,7 +279,7 @@ def test_a_quiet_user_moves_to_at_risk_without_an_event_of_their_own(settings: S
     records = read_topic(bootstrap, settings.topics.segments, total, 1)
     assert len(records) == total
     mine = [orjson.loads(r.value or b"") for r in records if r.key == b"A"]
-    assert [c["change_id"] for c in mine] == ["A:1", "A:2", "A:3", "A:4"]
+    assert [without_epoch(c["change_id"]) for c in mine] == ["A:1", "A:2", "A:3", "A:4"]
     assert [(c["previous"] or {}).get("segment") for c in mine] == [
         None, "New", "About to Sleep", "Hibernating",
     ]  # fmt: skip
@@ -544,7 +546,7 @@ def test_no_change_is_lost_or_duplicated_after_kill_9(settings: Settings, tmp_pa
     assert set(profiles) == users
     seqs: dict[str, list[int]] = defaultdict(list)
     for change_id in by_id:
-        user, _, seq = change_id.rpartition(":")
+        user, _, seq = without_epoch(change_id).rpartition(":")
         seqs[user].append(int(seq))
     problems = []
     for user in sorted(users):
@@ -622,7 +624,13 @@ class _Canary:
         return os.mkdir, (str(self.path),)
 
 
-def test_a_bad_signature_is_refused(settings: Settings, tmp_path: Path) -> None:
+def metric_value(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_bad_signature_is_refused_and_scoring_falls_back_to_the_last_good_version(
+    settings: Settings, tmp_path: Path
+) -> None:
     client = client_for(settings)
     prefix = settings.key_prefix
     # The canary works: a blob sealed with our key is unpickled (and is not a model).
@@ -647,17 +655,26 @@ def test_a_bad_signature_is_refused(settings: Settings, tmp_path: Path) -> None:
         store_for(settings).load(8)
     with pytest.raises(SnapshotError, match="signature"):
         store_for(settings).trainer()
+    # Neither stops: they go on scoring with the newest good version kept (here v6), and the
+    # one that took the lease gives it back instead of training on a forged state.
     follower, trainer = build_handler(settings), build_handler(settings)
+    good = replace(follower.sync.params, version=6)
+    client.set(keys.model_snapshot(prefix, 6), seal(good, SIGNING_KEY.encode()))
+    refused = metric_value("segstream_snapshots_refused_total", {"kind": "scoring"})
     try:
         assert store_for(settings).hold_lease("another-instance", 60_000)
-        with pytest.raises(SnapshotError, match="signature"):
-            follower.sync.refresh()  # not the trainer: follows the current version
+        follower.sync.refresh()  # not the trainer: follows the current version
         assert not follower.sync.trainer
+        assert follower.sync.params.version == 6
         store_for(settings).release("another-instance")
-        with pytest.raises(SnapshotError, match="signature"):
-            trainer.sync.refresh()  # takes the free lease and resumes from the current version
+        trainer.sync.refresh()  # takes the free lease and resumes from the current version
+        assert not trainer.sync.trainer
+        assert store_for(settings).lease_holder() is None
         assert not canary.exists()
-        assert follower.sync.params.version == trainer.sync.params.version == 0
+        assert trainer.sync.params.version == 6
+        after = metric_value("segstream_snapshots_refused_total", {"kind": "scoring"})
+        assert after - refused == 4  # v8 and v7 (not a Params), by each instance
+        assert metric_value("segstream_snapshots_refused_total", {"kind": "trainer"}) >= 1
     finally:
         follower.close()
         trainer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from features.errors import ScriptsReloadedError
 from features.events import Event
 from features.reference import Arrival, Reference
 from features.store import FeatureStore
@@ -56,3 +57,21 @@ def test_a_write_under_a_stale_cache_is_refused_counted_and_redone(
     found = owner.profile("u1")
     assert found is not None
     assert found["features"]["views_total"] == 5
+
+
+def test_scripts_lost_by_a_redis_restart_are_loaded_and_the_batch_retried_at_once(
+    servers: Servers, names: str
+) -> None:
+    client = redis.Redis.from_url(servers.redis_url)
+    store = FeatureStore(client, f"{names}-noscript")
+    store.apply([view(0, 1)], [0], [0])
+    client.script_flush()  # what a restarted Redis holds: our data (AOF), none of our scripts
+
+    with pytest.raises(ScriptsReloadedError):
+        store.apply([view(1, 1)], [0], [1])
+    applied = store.apply([view(1, 1)], [0], [1])  # the loop's retry, without a backoff
+
+    assert (applied.applied, applied.duplicates) == (1, 0)
+    found = store.profile("u1")
+    assert found is not None
+    assert found["features"]["views_total"] == 2

@@ -55,15 +55,23 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _stats(*states: str) -> dict[str, object]:
-    brokers = {f"b{i}": {"nodeid": i, "state": s} for i, s in enumerate(states)}
-    brokers["bootstrap"] = {"nodeid": -1, "state": "UP"}
+def _stats(*states: str, rxidle_s: float = 0.5) -> dict[str, object]:
+    brokers = {
+        f"b{i}": {"nodeid": i, "state": s, "rxidle": int(rxidle_s * 1e6)}
+        for i, s in enumerate(states)
+    }
+    brokers["bootstrap"] = {"nodeid": -1, "state": "UP", "rxidle": 0}
     return {"brokers": brokers}
 
 
-def test_liveness_fails_only_after_the_loop_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr("stream.health.time.monotonic", lambda: clock[0])
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [1000.0]
+    monkeypatch.setattr("stream.health.time.monotonic", lambda: now[0])
+    return now
+
+
+def test_liveness_fails_only_after_the_loop_stalls(clock: list[float]) -> None:
     health = Health(stall_s=30.0)
     health.beat()
     clock[0] += 29.0
@@ -76,19 +84,66 @@ def test_liveness_fails_only_after_the_loop_stalls(monkeypatch: pytest.MonkeyPat
     assert detail["since_progress_s"] == pytest.approx(31.0)
 
 
-def test_readiness_follows_brokers_and_redis(health: Health, redis_ping: Redis) -> None:
-    assert health.readiness() == (True, {"kafka": "unknown", "redis": "up"})
+def test_a_loop_blocked_in_a_broker_call_is_waiting_not_stuck(clock: list[float]) -> None:
+    health = Health(stall_s=30.0)
+    with health.waiting("commit"):
+        clock[0] += 75.0  # a commit on a frozen broker, bounded by librdkafka's timeout
+        ok, detail = health.liveness()
+        assert ok
+        assert detail["waiting_on"] == "commit"
+    assert health.liveness()[0]  # the wait ended: that is progress
+    clock[0] += 31.0
+    assert not health.liveness()[0]
+
+
+def test_readiness_follows_brokers_and_redis(
+    health: Health, redis_ping: Redis, clock: list[float]
+) -> None:
+    assert health.readiness() == (False, {"kafka": "down", "redis": "up"})  # no broker heard yet
     health.kafka_statistics(_stats("DOWN", "UP"))
-    assert health.readiness()[0]
-    health.kafka_statistics(_stats("DOWN", "CONNECT"))  # only the bootstrap entry is up
-    assert health.readiness() == (False, {"kafka": "down", "redis": "up"})
-    health.kafka_statistics(_stats("UP"))
+    assert health.readiness() == (True, {"kafka": "up", "redis": "up", "kafka_silent_s": 0.5})
     health.kafka_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
     assert not health.readiness()[0]
     health.kafka_statistics(_stats("UP"))
     redis_ping.up = False
     health._redis_checked = -float("inf")  # the ping is cached for a second
-    assert health.readiness() == (False, {"kafka": "up", "redis": "down"})
+    assert health.readiness()[1]["redis"] == "down"
+    assert not health.readiness()[0]
+
+
+def test_a_frozen_broker_whose_connection_stays_up_makes_the_service_unready(
+    health: Health, clock: list[float]
+) -> None:
+    health.kafka_statistics(_stats("UP", rxidle_s=0.2))
+    assert health.readiness()[0]
+    clock[0] += 20.0  # frozen: the statistics still say UP, but nothing arrives
+    health.kafka_statistics(_stats("UP", rxidle_s=20.2))
+    assert health.readiness()[0]
+    clock[0] += 11.0
+    health.kafka_statistics(_stats("UP", rxidle_s=31.2))
+    ok, detail = health.readiness()
+    assert not ok
+    assert detail["kafka"] == "down"
+    assert detail["kafka_silent_s"] == pytest.approx(31.2)
+    health.kafka_statistics(_stats("UP", rxidle_s=0.1))  # it answers again
+    assert health.readiness()[0]
+
+
+def test_a_loop_paused_on_a_dependency_or_stopped_for_lost_state_is_unready(
+    health: Health, clock: list[float]
+) -> None:
+    health.beat()
+    health.kafka_statistics(_stats("UP"))
+    health.paused("handle")
+    ok, detail = health.readiness()
+    assert (ok, detail["paused_on"]) == (False, "handle")
+    assert health.liveness()[0]  # waiting on Redis is no reason to restart the pod
+    health.paused("")
+    assert health.readiness()[0]
+    health.halt("Redis lost segstream's state")
+    ok, detail = health.readiness()
+    assert (ok, detail["stopped"]) == (False, "Redis lost segstream's state")
+    assert health.liveness()[0]
 
 
 def test_http_endpoints_answer_metrics_and_probes(port: int, health: Health) -> None:
@@ -100,6 +155,8 @@ def test_http_endpoints_answer_metrics_and_probes(port: int, health: Health) -> 
     status, body = _get(port, "/readyz")
     assert status == 503
     assert orjson.loads(body) == {"ok": False, "kafka": "down", "redis": "up"}
+    health.kafka_statistics(_stats("UP"))
+    assert _get(port, "/readyz")[0] == 200
     assert _get(port, "/nothing")[0] == 404
 
 

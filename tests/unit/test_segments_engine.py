@@ -140,13 +140,13 @@ def test_every_user_gets_a_first_assignment() -> None:
     }
     for change in out.changes:
         user = change.user_id
-        assert change.change_id == f"{user}:1"
+        assert change.change_id == f"{user}:0:1"
         assert change.previous is None
         assert change.current == expected[user]
         assert change.time_ms == T0
         payload = change.payload
         assert set(payload) == PAYLOAD_KEYS
-        assert payload["change_id"] == f"{user}:1"
+        assert payload["change_id"] == f"{user}:0:1"
         assert payload["user_id"] == user
         assert payload["previous"] is None
         assert payload["reason"] == "first_seen"
@@ -232,7 +232,7 @@ def test_a_move_at_the_edge_waits_for_confirmation(timer: bool) -> None:
     confirm_at = proposed.due["u"]
     confirmed = run(engine, params, users, confirm_at, timer=timer)
     [change] = confirmed.changes
-    assert change.change_id == "u:2"
+    assert change.change_id == "u:0:2"
     assert (change.previous, change.current) == ("New", "Promising")
     assert change.proposed_ms == edge
     assert change.payload["reason"] == ("timer" if timer else "activity")
@@ -345,11 +345,11 @@ def test_entering_a_rule_segment_is_published_at_once_with_a_membership() -> Non
     users["u"] = msgspec.structs.replace(users["u"], orders=3, spend=900.0)
     out = run(engine, cold(VIP), users, T0 + HOUR_MS)
     segment, membership = out.changes
-    assert (segment.previous, segment.current, segment.change_id) == ("New", "vip", "u:2")
+    assert (segment.previous, segment.current, segment.change_id) == ("New", "vip", "u:0:2")
     assert segment.payload["reason"] == "activity"
     assert segment.payload["current"]["rules"] == ["vip"]
     assert membership.kind == MEMBERSHIP
-    assert membership.change_id == "u:3"
+    assert membership.change_id == "u:0:3"
     payload = membership.payload
     assert (payload["type"], payload["segment"], payload["entered"]) == ("membership", "vip", True)
     assert payload["actions"] == list(VIP.playbook["vip"])
