@@ -132,6 +132,8 @@ def test_every_alert_has_a_severity_a_summary_a_description_and_a_duration() -> 
         "SegstreamModelQualityDrop",
         "SegstreamRedisErrors",
         "SegstreamNoTrainer",
+        "SegstreamStateLost",
+        "SegstreamSnapshotRefused",
         "SegstreamDown",
     }
     for alert in alerts:
