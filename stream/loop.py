@@ -259,7 +259,7 @@ class Loop:
                 max_future_ms=loop.max_future_ms,
             )
             if isinstance(result, Event) and not _keyed_by(msg, result):
-                result = _key_mismatch(msg, result)
+                result = _key_mismatch(msg)
             if isinstance(result, Event):
                 valid.append(msg)
                 events.append(result)
@@ -476,7 +476,7 @@ def _keyed_by(msg: Message, event: Event) -> bool:
     return key is None or key == event.user_id.encode()
 
 
-def _key_mismatch(msg: Message, event: Event) -> InvalidEvent:
+def _key_mismatch(msg: Message) -> InvalidEvent:
     key = msg.key() or b""
     shown = key[:64].decode("utf-8", "replace")
     message = f"record key {shown!r} is not the event's user_id (keys must be user ids)"

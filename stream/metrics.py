@@ -243,7 +243,7 @@ LABELS_RESOLVED = Counter(
 def _start_at_zero() -> None:
     """Series of known label values exist from the start, so rates and alerts read 0, not
     nothing, before the first error."""
-    for step in ("handle", "produce", "commit"):
+    for step in ("handle", "produce", "commit", "origin"):
         RETRIES.labels(step)
     for call in ("read", "write", "store", "timers", "outbox", "model", "population"):
         REDIS_ERRORS.labels(call)
@@ -257,6 +257,10 @@ def _start_at_zero() -> None:
         SAMPLES_LEARNED.labels(kind)
     for code in ("_TRANSPORT", "_ALL_BROKERS_DOWN", "_MSG_TIMED_OUT"):
         KAFKA_ERRORS.labels(code)
+    for kind in ("lost", "topic"):
+        STATE_LOST.labels(kind)
+    for kind in ("scoring", "trainer"):
+        SNAPSHOTS_REFUSED.labels(kind)
 
 
 _start_at_zero()
