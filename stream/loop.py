@@ -106,6 +106,8 @@ class Loop:
         self._topic = settings.topics.events
         self._stop_reason = ""
         self._failed = False
+        self._broker_silent = False  # a bounded run ended on a broker that stopped answering
+        self._until_idle: float | None = None
         self._paused = False
         self._owned: set[int] = set()
         self._unchecked: set[int] = set()  # assigned, origin not compared yet
@@ -157,7 +159,11 @@ class Loop:
                     self._consume_until_done(max_events, until_idle)
                 except StateLostError as exc:
                     self._halt(exc, bounded=max_events is not None or until_idle is not None)
-                self._final_commit()
+                if self._broker_silent:
+                    # A commit would only hang; the fences make re-reading the rest harmless.
+                    logger.warning("offsets since the last checkpoint are read again next time")
+                else:
+                    self._final_commit()
             except StoppedError:
                 self.summary.clean_exit = False
             except BaseException:
@@ -170,6 +176,7 @@ class Loop:
 
     def _consume_until_done(self, max_events: int | None, until_idle: float | None) -> None:
         loop = self._settings.loop
+        self._until_idle = until_idle
         self._last_activity = time.monotonic()
         while not self._stop_reason:
             self._health.beat()
@@ -224,14 +231,15 @@ class Loop:
         if silent < quiet:
             self.stop(f"idle for {until_idle}s")
         elif silent >= self._health.kafka_silence_s:
-            self.summary.clean_exit = False
-            logger.error(
-                "no record for %.0fs, but no broker answered for %.0fs either: records may"
-                " remain unread",
-                quiet,
-                silent,
-            )
-            self.stop(f"broker silent for {silent:.0f}s")
+            self._give_up_on_silent_broker(silent)
+
+    def _give_up_on_silent_broker(self, silent: float) -> None:
+        """End a bounded run on a broker that stopped answering: unclean, records may remain
+        unread or uncommitted (read again next time; the fences make that harmless)."""
+        self.summary.clean_exit = False
+        self._broker_silent = True
+        logger.error("no broker answered for %.0fs: records may remain unread", silent)
+        self.stop(f"broker silent for {silent:.0f}s")
 
     def _idle_for(self) -> float:
         """Quiet seconds since the last record or assignment; the group join does not count,
@@ -319,6 +327,9 @@ class Loop:
                 with self._waiting(step):
                     result = action()
             except TransientError as exc:
+                silent = self._health.kafka_silent_s()
+                if self._until_idle is not None and silent >= self._health.kafka_silence_s:
+                    self._give_up_on_silent_broker(silent)
                 if self._stop_reason:
                     msg = f"{step} failing at stop: {exc}"
                     raise StoppedError(msg) from exc

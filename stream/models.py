@@ -121,6 +121,13 @@ class ModelStore:
         blob = self._call(self._redis.get, keys.model_snapshot(self._prefix, version))
         return None if blob is None else self._unseal(blob, Params, f"snapshot v{version}")
 
+    def versions(self, upto: int) -> list[int]:
+        """The stored snapshot versions at most `upto`, newest first."""
+        head = f"{keys.model_tag(self._prefix)}:v"
+        found = self._call(lambda: list(self._redis.scan_iter(match=f"{head}*", count=100)))
+        numbers = (key.decode()[len(head) :] for key in found)
+        return sorted((int(n) for n in numbers if n.isdigit() and int(n) <= upto), reverse=True)
+
     def trainer(self) -> Model | None:
         """The trainer's state as of the current version, to resume learning from."""
         blob = self._call(self._redis.get, keys.model_trainer(self._prefix))
@@ -354,20 +361,28 @@ class ModelSync:
         if version <= self.params.version or version == self._refused_version:
             return
         self._refuse_unless_usable(version)
-        for candidate in range(version, max(self.params.version, version - KEEP_VERSIONS), -1):
-            try:
-                params = self._store.load(candidate)
-            except SnapshotError as exc:
-                # A forged or corrupt snapshot: fall back to the newest good one still kept.
-                metrics.SNAPSHOTS_REFUSED.labels("scoring").inc()
-                logger.error("model v%d refused: %s", candidate, exc)
-                self._refused_version = version
-                continue
-            if params is not None:
-                self.params = params
-                metrics.MODEL_VERSION.set(params.version)
-                logger.info("scoring with model v%d", params.version)
-                return
+        params = self._load_good(version)
+        if params is None:
+            # A forged or corrupt current version: the newest good one stored instead (a scan
+            # of the keyspace, so only after a refusal).
+            for candidate in self._store.versions(version - 1):
+                if candidate <= self.params.version or params is not None:
+                    break
+                params = self._load_good(candidate)
+            self._refused_version = version
+        if params is not None:
+            self.params = params
+            metrics.MODEL_VERSION.set(params.version)
+            logger.info("scoring with model v%d", params.version)
+
+    def _load_good(self, version: int) -> Params | None:
+        """The version's parameters, or None if it is gone or refused (counted, logged)."""
+        try:
+            return self._store.load(version)
+        except SnapshotError as exc:
+            metrics.SNAPSHOTS_REFUSED.labels("scoring").inc()
+            logger.error("model v%d refused: %s", version, exc)
+            return None
 
     @staticmethod
     def _learned(model: Model) -> int:
