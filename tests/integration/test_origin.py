@@ -122,6 +122,29 @@ def test_redis_restarted_empty_stops_the_service_until_recover_rebuilds_it(
     assert {i.split(":")[1] for i in ids} == {str(epoch_before), str(result["epoch"])}
 
 
+def test_recover_from_committed_goes_on_without_what_was_lost_and_counts_nothing_twice(
+    settings: Settings,
+) -> None:
+    ensure_topics(settings)
+    bootstrap, topic = settings.kafka.bootstrap_servers, settings.topics.events
+    first, second = purchases(0, 100), purchases(100, 60)
+    produce(bootstrap, topic, keyed(first))
+    run_until_idle(settings)
+    wipe(settings)
+    produce(bootstrap, topic, keyed(second))
+    assert run_failing(settings).returncode == 1
+    committed_then = offsets(settings)
+
+    result = recover(settings, "--from-committed")
+    assert result["offsets"] == {str(p): o for p, o in committed_then.items()}
+    summary = run_until_idle(settings)
+
+    assert summary["processed"] == len(second)
+    assert_profiles_match(settings, second)  # the first events' history is what Redis lost
+    ids = change_ids(settings)
+    assert len(ids) == len(set(ids)), "a change id was published twice"
+
+
 def test_a_stopped_service_stays_up_unready_with_the_reason_on_its_probe(
     settings: Settings, tmp_path: Path
 ) -> None:
