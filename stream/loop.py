@@ -413,6 +413,10 @@ class Loop:
         consumer.incremental_assign(partitions)
         if self._paused:
             consumer.pause(partitions)
+        else:
+            # librdkafka keeps the pause of a partition lost while paused (its session expired
+            # during a retry) and given back: unresumed, it would be owned and never read.
+            consumer.resume(partitions)
         numbers = [tp.partition for tp in partitions]
         self._owned.update(numbers)
         self._unchecked.update(numbers)
