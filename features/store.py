@@ -165,10 +165,7 @@ class FeatureStore:
     @property
     def redis_url(self) -> str:
         """Where the store is, for messages (the password, if any, is not shown)."""
-        kwargs = self._redis.connection_pool.connection_kwargs
-        if "path" in kwargs:
-            return f"unix://{kwargs['path']}"
-        return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+        return redis_address(self._redis)
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -525,6 +522,14 @@ class FeatureStore:
         except redis.ResponseError as exc:
             msg = f"redis refused a call: {exc}"
             raise StoreUnavailableError(msg) from exc
+
+
+def redis_address(client: redis.Redis) -> str:
+    """Where a client connects, for messages (the password, if any, is not shown)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
 
 
 def _ignore(call: str, seconds: float) -> None:

@@ -245,7 +245,7 @@ def _start_at_zero() -> None:
     nothing, before the first error."""
     for step in ("handle", "produce", "commit", "origin"):
         RETRIES.labels(step)
-    for call in ("read", "write", "store", "timers", "outbox", "model", "population"):
+    for call in ("read", "write", "store", "timers", "outbox", "model", "population", "origin"):
         REDIS_ERRORS.labels(call)
     for kind in ("assign", "revoke", "lost"):
         REBALANCES.labels(kind)

@@ -25,8 +25,10 @@ from typing import Any, Final
 import redis
 
 from features import keys
-from stream.errors import StateLostError, TransientError
+from features.store import redis_address
+from stream.errors import StateLostError
 from stream.handler import Origin
+from stream.redis_calls import redis_call
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +129,8 @@ class OriginGuard:
         stored = Stored.parse(self._call(self._redis.hgetall, self._key))
         if stored is None or stored.epoch != self.epoch:
             msg = (
-                f"Redis at {_where(self._redis)} lost segstream's state while the service ran"
+                f"Redis at {redis_address(self._redis)} lost segstream's state while the"
+                " service ran"
                 f" (origin record {self._key} {'gone' if stored is None else 'replaced'});"
                 f" {RECOVER_HINT}"
             )
@@ -136,7 +139,8 @@ class OriginGuard:
             known = self._known.get(partition, -1)
             if stored.next.get(partition, -1) < known:
                 msg = (
-                    f"Redis at {_where(self._redis)} went back in time while the service ran:"
+                    f"Redis at {redis_address(self._redis)} went back in time while the"
+                    " service ran:"
                     f" partition {partition} was recorded at offset {known}, Redis now says"
                     f" {stored.next.get(partition)} (restored from an older snapshot?);"
                     f" {RECOVER_HINT}"
@@ -152,7 +156,7 @@ class OriginGuard:
             args += [partition, offset]
         if not self._call(self._raise, keys=[self._key], args=args):
             msg = (
-                f"Redis at {_where(self._redis)} no longer holds epoch {self.epoch} in"
+                f"Redis at {redis_address(self._redis)} no longer holds epoch {self.epoch} in"
                 f" {self._key}: it lost segstream's state; offsets are not committed;"
                 f" {RECOVER_HINT}"
             )
@@ -177,11 +181,8 @@ class OriginGuard:
         return stored or Stored(epoch, origin.topic, origin.topic_id, origin.partitions, {})
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with redis_call("origin"):
             return fn(*args, **kwargs)
-        except redis.RedisError as exc:
-            msg = f"redis unavailable for the origin check: {exc}"
-            raise TransientError(msg) from exc
 
 
 def _compare(stored: Stored, origin: Origin) -> None:
@@ -230,20 +231,15 @@ def _topic_change(stored: Stored, origin: Origin) -> str:
 def _lost_message(client: redis.Redis, origin: Origin) -> str:
     behind = ", ".join(f"[{p}] at {o}" for p, o in sorted(origin.committed.items()))
     return (
-        f"Redis at {_where(client)} holds no segstream state, but the group has committed"
-        f" offsets on {origin.topic} ({behind}): Redis restarted without persistence, was"
-        f" flushed, or failed over to an empty replica; going on would lose every user's"
-        f" history; {RECOVER_HINT}"
+        f"Redis at {redis_address(client)} holds no segstream state, but the group has"
+        f" committed offsets on {origin.topic} ({behind}): Redis restarted without"
+        " persistence, was flushed, or failed over to an empty replica; going on would lose"
+        f" every user's history; {RECOVER_HINT}"
     )
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _where(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"{kwargs.get('host', kwargs.get('path'))}:{kwargs.get('port', '')}"
 
 
 def persistence_warning(client: redis.Redis) -> str:
@@ -258,7 +254,7 @@ def persistence_warning(client: redis.Redis) -> str:
     if appendonly == "yes" or save.strip():
         return ""
     return (
-        f'Redis at {_where(client)} keeps nothing on disk (appendonly no, save ""): a restart'
-        " loses every user's state, and the service will stop until `segstream recover`; turn on"
-        " AOF (appendonly yes) or RDB snapshots (save)"
+        f'Redis at {redis_address(client)} keeps nothing on disk (appendonly no, save ""):'
+        " a restart loses every user's state, and the service will stop until `segstream"
+        " recover`; turn on AOF (appendonly yes) or RDB snapshots (save)"
     )

@@ -59,6 +59,15 @@ def wipe(settings: Settings) -> int:
     return client.delete(*found) if found else 0
 
 
+def lose_state_then_run(
+    settings: Settings, more: list[bytes]
+) -> subprocess.CompletedProcess[bytes]:
+    """Wipe the deployment's keys, send `more` events and run the service over them."""
+    assert wipe(settings) > 0
+    produce(settings.kafka.bootstrap_servers, settings.topics.events, keyed(more))
+    return run_failing(settings)
+
+
 def run_failing(settings: Settings) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         segstream("run", "--until-idle", "3", "--log-level", "WARNING"),
@@ -89,19 +98,16 @@ def offsets(settings: Settings) -> dict[int, int]:
 def test_redis_restarted_empty_stops_the_service_until_recover_rebuilds_it(
     settings: Settings,
 ) -> None:
-    ensure_topics(settings)
-    bootstrap, topic = settings.kafka.bootstrap_servers, settings.topics.events
     first, second = purchases(0, 300), purchases(300, 200)
-    produce(bootstrap, topic, keyed(first))
+    ensure_topics(settings)
+    produce(settings.kafka.bootstrap_servers, settings.topics.events, keyed(first))
     run_until_idle(settings)
     epoch_before = int(redis.Redis.from_url(settings.redis.url).hget(
         keys.origin(settings.key_prefix), "epoch"))  # fmt: skip
     ids_before = change_ids(settings)
     committed_before = offsets(settings)
-    assert wipe(settings) > 0
 
-    produce(bootstrap, topic, keyed(second))
-    stopped = run_failing(settings)
+    stopped = lose_state_then_run(settings, second)
 
     assert stopped.returncode == 1
     error = stopped.stderr.decode()
@@ -125,14 +131,11 @@ def test_redis_restarted_empty_stops_the_service_until_recover_rebuilds_it(
 def test_recover_from_committed_goes_on_without_what_was_lost_and_counts_nothing_twice(
     settings: Settings,
 ) -> None:
-    ensure_topics(settings)
-    bootstrap, topic = settings.kafka.bootstrap_servers, settings.topics.events
     first, second = purchases(0, 100), purchases(100, 60)
-    produce(bootstrap, topic, keyed(first))
+    ensure_topics(settings)
+    produce(settings.kafka.bootstrap_servers, settings.topics.events, keyed(first))
     run_until_idle(settings)
-    wipe(settings)
-    produce(bootstrap, topic, keyed(second))
-    assert run_failing(settings).returncode == 1
+    assert lose_state_then_run(settings, second).returncode == 1
     committed_then = offsets(settings)
 
     result = recover(settings, "--from-committed")
