@@ -8,7 +8,6 @@ free port, keep nothing on disk, and are stopped by `stop()` or at interpreter e
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import shutil
@@ -16,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +26,19 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0
 
 
+# The kernel may give the same free port to two binds in a row; two servers of one process
+# must never be told the same port, or the second connects to the first and takes it for itself.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass
@@ -42,6 +50,8 @@ class LocalServer:
     port: int
     address: str
     log_path: Path
+    # Whether what listens on the port speaks the server's protocol (not only accepts TCP).
+    answers: Callable[[str], bool] | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> LocalServer:
@@ -76,15 +86,19 @@ class LocalServer:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 msg = f"{self.name} exited with {self.process.returncode}: {tail}"
                 raise LocalStackError(msg)
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
+            if self._listening() and (self.answers is None or self.answers(self.address)):
                 return
             time.sleep(0.05)
         self.stop(signal.SIGKILL)
         msg = f"{self.name} did not listen on port {self.port} within {START_TIMEOUT_S}s"
         raise LocalStackError(msg)
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
 
 def redis_binary() -> str:
@@ -125,9 +139,8 @@ def redis_server(workdir: Path, port: int | None = None) -> LocalServer:
         "--appendonly", "no",
         "--dir", str(workdir),
     ]  # fmt: skip
-    return LocalServer(
-        "redis", argv, port, f"redis://127.0.0.1:{port}/0", workdir / f"redis-{port}.log"
-    )
+    address = f"redis://127.0.0.1:{port}/0"
+    return LocalServer("redis", argv, port, address, workdir / f"redis-{port}.log", redis_answers)
 
 
 def kafka_broker(workdir: Path, port: int | None = None) -> LocalServer:

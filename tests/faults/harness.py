@@ -414,6 +414,7 @@ class Rig:
         for service in services:
             seen = {k: v for k, v in service.metrics().items() if _telling(k)}
             lines.append(f"{service.name} (pid {service.pid}): {seen}")
+            lines.append(f"{service.name} log tail:\n{service.log_tail(1500)}")
         return "\n".join(lines)
 
     def wait_consuming(self, service: Service, at_least: float = 1, timeout_s: float = 60) -> None:
