@@ -106,8 +106,8 @@ class Engine:
         self._nudge = np.array(
             [1.0 / margin if n in DAY_FEATURES else margin for n in self.columns.names]
         )
-        # The state's epoch (see `stream.origin`): part of every change id, so the ids stay
-        # unique when a rebuilt state numbers each user's changes from 1 again.
+        # The state's epoch (see `stream.service.origin_guard`): part of every change id, so
+        # the ids stay unique when a rebuilt state numbers each user's changes from 1 again.
         self.epoch = 0
 
     def score(

@@ -1,5 +1,5 @@
 """`python -m stream` is the `segstream` command."""
 
-from stream.cli import main
+from stream.cli.main import main
 
 raise SystemExit(main())

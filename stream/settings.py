@@ -12,10 +12,9 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final, get_origin
+from typing import TYPE_CHECKING, Any, Final, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
-from confluent_kafka import KafkaError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,6 +29,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from features.definitions import Rules, parse_windows
 from stream.errors import ConfigError
 from stream.segment_settings import SegmentSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError
 
 logger = logging.getLogger(__name__)
 

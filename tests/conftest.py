@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.localstack import LocalServer, kafka_broker, redis_server
 from stream.settings import Settings, load_settings
+from stream.tools.local_servers import LocalServer, kafka_broker, redis_server
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.localstack import LocalServer, kafka_broker, redis_server
+from stream.tools.local_servers import LocalServer, kafka_broker, redis_server
 from tests.faults.harness import Rig, generated
 from tests.faults.proxy import RedisProxy
 

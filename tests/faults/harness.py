@@ -29,12 +29,12 @@ from redis import Redis
 
 from features.events import Event, decode_event
 from features.reference import Arrival, Reference
-from stream.deadletter import origin_of
-from stream.generate import generate
-from stream.localstack import LocalServer, free_port
-from stream.profiles import all_profiles
+from stream.admin.profiles import all_profiles
+from stream.kafka.dead_letters import origin_of
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings
-from stream.topics import ensure_topics
+from stream.tools.generate import generate
+from stream.tools.local_servers import LocalServer, free_port
 from tests.conftest import SIGNING_KEY
 from tests.faults.proxy import RedisProxy
 from tests.integration.test_cli import env_for, segstream

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from stream.localstack import free_port
+from stream.tools.local_servers import free_port
 
 CHUNK = 65_536
 # How long the upstream must be silent after a doomed command before the connection is cut:

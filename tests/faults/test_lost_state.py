@@ -18,8 +18,8 @@ from confluent_kafka.admin import AdminClient
 
 from features import keys
 from segments.snapshots import seal
+from stream.kafka.topics import ensure_topics
 from stream.settings import admin_config
-from stream.topics import ensure_topics
 from tests.faults.harness import Rig, Service, frozen, keep_for, keyed, wait_until
 from tests.integration.test_cli import segstream
 from tests.integration.test_segments_e2e import changes_of, drain

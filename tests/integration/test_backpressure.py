@@ -11,10 +11,10 @@ import pytest
 import redis
 
 from stream.errors import TransientError
-from stream.handler import Batch, NullHandler, Outcome
-from stream.loop import Loop, RunSummary
+from stream.kafka.handler import Batch, NullHandler, Outcome
+from stream.kafka.loop import Loop, RunSummary
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings
-from stream.topics import ensure_topics
 from tests.conftest import Servers
 from tests.kafka_tools import committed, end_offsets, produce
 

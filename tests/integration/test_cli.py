@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.localstack import free_port, redis_server
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.tools.local_servers import free_port, redis_server
 from tests.conftest import SIGNING_KEY
 from tests.kafka_tools import committed, end_offsets, produce, read_topic
 

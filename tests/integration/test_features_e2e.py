@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.generate import generate
-from stream.profiles import profile
+from stream.admin.profiles import profile
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.tools.generate import generate
 from tests.integration.test_cli import env_for, segstream
 from tests.kafka_tools import produce, read_topic
 

@@ -16,13 +16,13 @@ import pytest
 
 from features import keys
 from segments import policy
-from stream.evaluate import EvaluateOptions, Recorder, assess
-from stream.generate import DEFAULT_START_MS, generate
-from stream.loop import Loop
-from stream.pipeline import build_handler
+from stream.kafka.loop import Loop
+from stream.kafka.topics import ensure_topics
 from stream.segment_settings import SegmentSettings
+from stream.service.segment_handler import build_handler
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.tools.evaluate import EvaluateOptions, Recorder, assess
+from stream.tools.generate import DEFAULT_START_MS, generate
 from tests.integration.test_cli import env_for, segstream
 from tests.integration.test_segments_e2e import (
     DAY,

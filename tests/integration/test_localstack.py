@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from stream import localstack
-from stream.localstack import redis_answers, redis_server
+from stream.tools import local_servers as localstack
+from stream.tools.local_servers import redis_answers, redis_server
 
 pytestmark = pytest.mark.integration
 

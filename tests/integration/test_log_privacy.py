@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.loop import Loop
-from stream.pipeline import build_handler
+from stream.kafka.loop import Loop
+from stream.kafka.topics import ensure_topics
+from stream.service.segment_handler import build_handler
 from stream.settings import Settings
-from stream.topics import ensure_topics
 from tests.integration.test_segments_e2e import generated, keyed
 from tests.kafka_tools import produce
 

@@ -5,11 +5,11 @@ import hashlib
 import orjson
 import pytest
 
-from stream.deadletter import origin_of
-from stream.handler import NullHandler
-from stream.loop import Loop
+from stream.kafka.dead_letters import origin_of
+from stream.kafka.handler import NullHandler
+from stream.kafka.loop import Loop
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings
-from stream.topics import ensure_topics
 from tests.kafka_tools import committed, end_offsets, produce, read_topic
 
 pytestmark = pytest.mark.integration

@@ -20,11 +20,11 @@ from confluent_kafka.admin import AdminClient
 
 from features import keys
 from stream.errors import StateLostError
-from stream.handler import Origin
-from stream.localstack import free_port
-from stream.origin import OriginGuard
+from stream.kafka.handler import Origin
+from stream.kafka.topics import ensure_topics
+from stream.service.origin_guard import OriginGuard
 from stream.settings import Settings, admin_config
-from stream.topics import ensure_topics
+from stream.tools.local_servers import free_port
 from tests.integration.test_cli import env_for, segstream
 from tests.integration.test_features_e2e import assert_profiles_match, keyed, run_until_idle
 from tests.integration.test_segments_e2e import drain

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from features.events import Event, decode_event
-from stream.handler import Batch
-from stream.pipeline import build_handler
+from stream.kafka.handler import Batch
+from stream.service.segment_handler import build_handler
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import pytest
 from features.errors import StoreUnavailableError
 from features.events import Event, decode_event
 from stream.errors import TransientError
-from stream.handler import Batch
-from stream.pipeline import SegmentHandler, build_handler
+from stream.kafka.handler import Batch
+from stream.service.segment_handler import SegmentHandler, build_handler
 from stream.settings import Settings
 from tests.integration.test_pipeline_moments import event
 

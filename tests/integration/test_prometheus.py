@@ -23,11 +23,11 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.demo import INVALID_SAMPLES
-from stream.generate import generate
-from stream.localstack import free_port
+from stream.kafka.topics import ensure_topics
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.tools.demo import INVALID_SAMPLES
+from stream.tools.generate import generate
+from stream.tools.local_servers import free_port
 from tests.dashboard import panel_queries
 from tests.integration.test_cli import env_for, segstream
 

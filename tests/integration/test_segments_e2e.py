@@ -32,13 +32,13 @@ from segments.errors import SnapshotError
 from segments.fingerprint import fingerprint
 from segments.scoring import RFM_GRID, score
 from segments.snapshots import seal, unseal
-from stream.generate import generate
-from stream.loop import Loop, RunSummary
-from stream.models import ModelStore
-from stream.pipeline import SegmentHandler, build_handler
-from stream.profiles import all_profiles, profile
+from stream.admin.profiles import all_profiles, profile
+from stream.kafka.loop import Loop, RunSummary
+from stream.kafka.topics import ensure_topics
+from stream.service.model_sync import ModelStore
+from stream.service.segment_handler import SegmentHandler, build_handler
 from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.tools.generate import generate
 from tests.conftest import SIGNING_KEY
 from tests.integration.test_cli import env_for, segstream
 from tests.kafka_tools import produce, read_topic, without_epoch

@@ -1,11 +1,11 @@
-"""Event-time alignment of partitions (`stream.alignment`): who runs ahead is held back until the
-slowest partition still delivering catches up; idle and new partitions."""
+"""Event-time alignment of partitions (`stream.kafka.alignment`): who runs ahead is held back
+until the slowest partition still delivering catches up; idle and new partitions."""
 
 from __future__ import annotations
 
 import pytest
 
-from stream.alignment import Alignment
+from stream.kafka.alignment import Alignment
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from features.events import Event, decode_event
-from stream.handler import Batch
+from stream.kafka.handler import Batch
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000

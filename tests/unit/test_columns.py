@@ -9,7 +9,7 @@ import pytest
 from features.columns import Columns, numeric_names
 from features.definitions import Rules, UserState, compute_features, decide
 from features.events import Event, decode_event
-from stream.generate import generate
+from stream.tools.generate import generate
 
 pytestmark = pytest.mark.unit
 

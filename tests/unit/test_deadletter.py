@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
 from features.events import InvalidEvent
-from stream.deadletter import dead_letter, origin_of
+from stream.kafka.dead_letters import dead_letter, origin_of
 
 pytestmark = pytest.mark.unit
 

@@ -1,11 +1,11 @@
-"""Figures `segstream evaluate` derives from what a run showed (`stream.evaluate`): the delay of
-purchase-driven promotions, counted from the purchase to the published change."""
+"""Figures `segstream evaluate` derives from what a run showed (`stream.tools.evaluate`): the
+delay of purchase-driven promotions, counted from the purchase to the published change."""
 
 from __future__ import annotations
 
 import pytest
 
-from stream.evaluate import Observed, Seen, promotion_delays
+from stream.tools.evaluate import Observed, Seen, promotion_delays
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Unit tests for the synthetic event generator (stream.generate)."""
+"""Unit tests for the synthetic event generator (stream.tools.generate)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.generate import (
+from stream.tools.generate import (
     CATEGORIES,
     DEFAULT_PERSONA_WEIGHTS,
     DEFAULT_START_MS,

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError
 
-import stream.health
-from stream import cli
-from stream.health import Health, serve
-from stream.localstack import free_port
-from stream.probe import probe
+import stream.ops.health
+from stream.cli import main as cli
+from stream.ops.health import Health, serve
+from stream.ops.probe import probe
+from stream.tools.local_servers import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -67,7 +67,7 @@ def _stats(*states: str, rxidle_s: float = 0.5) -> dict[str, object]:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [1000.0]
-    monkeypatch.setattr("stream.health.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("stream.ops.health.time.monotonic", lambda: now[0])
     return now
 
 
@@ -163,7 +163,7 @@ def test_http_endpoints_answer_metrics_and_probes(port: int, health: Health) -> 
 def test_a_half_sent_request_is_dropped_after_the_timeout(
     monkeypatch: pytest.MonkeyPatch, health: Health
 ) -> None:
-    monkeypatch.setattr(stream.health, "REQUEST_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(stream.ops.health, "REQUEST_TIMEOUT_S", 0.3)
     number = free_port()
     server = serve(health, number, "127.0.0.1")
     assert server is not None

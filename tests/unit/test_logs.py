@@ -8,13 +8,15 @@ import logging
 import orjson
 import pytest
 
-from stream import logs
+from stream.ops import logs
 
 pytestmark = pytest.mark.unit
 
 
 def _record(**extra: object) -> logging.LogRecord:
-    record = logging.LogRecord("stream.loop", logging.WARNING, "loop.py", 1, "lag %d", (5,), None)
+    record = logging.LogRecord(
+        "stream.kafka.loop", logging.WARNING, "loop.py", 1, "lag %d", (5,), None
+    )
     for key, value in extra.items():
         setattr(record, key, value)
     return record
@@ -25,7 +27,7 @@ def test_a_record_becomes_one_json_line_with_its_extras() -> None:
     assert "\n" not in line
     parsed = orjson.loads(line)
     assert parsed["level"] == "WARNING"
-    assert parsed["logger"] == "stream.loop"
+    assert parsed["logger"] == "stream.kafka.loop"
     assert parsed["message"] == "lag 5"
     assert parsed["partition"] == 3
     assert parsed["time"].endswith("+00:00")

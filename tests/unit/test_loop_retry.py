@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from stream.errors import TransientError
-from stream.handler import NullHandler
-from stream.health import Health
-from stream.loop import Loop
+from stream.kafka.handler import NullHandler
+from stream.kafka.loop import Loop
+from stream.ops.health import Health
 from stream.settings import load_settings
 
 pytestmark = pytest.mark.unit

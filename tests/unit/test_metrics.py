@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from stream import metrics
+from stream.ops import metrics
 
 pytestmark = pytest.mark.unit
 

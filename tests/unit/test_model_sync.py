@@ -1,4 +1,4 @@
-"""What an instance does about the shared model (`stream.models.ModelSync`), against an
+"""What an instance does about the shared model (`stream.service.model_sync.ModelSync`), against an
 in-memory store: how much it learns (all while young, then a rate), when it publishes a version
 (readiness, doublings, an interval of wall or event time), and refusing a model built with other
 settings. The Redis side (`ModelStore`) is covered end to end on a real server."""
@@ -15,9 +15,9 @@ from segments.engine import Label, Sample, Scored
 from segments.fingerprint import differences, fingerprint
 from segments.model import Model
 from segments.scoring import Params, cold_params
-from stream import models
 from stream.errors import ConfigError
-from stream.models import PUBLISH_AFTER, ModelSync, mismatch_message
+from stream.service import model_sync as models
+from stream.service.model_sync import PUBLISH_AFTER, ModelSync, mismatch_message
 
 pytestmark = pytest.mark.unit
 

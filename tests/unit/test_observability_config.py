@@ -52,7 +52,7 @@ def _exposed_names() -> set[str]:
     metrics have no samples before a label value is first used."""
     from prometheus_client import REGISTRY
 
-    import stream.metrics  # noqa: F401  (registers every metric of the service)
+    import stream.ops.metrics  # noqa: F401  (registers every metric of the service)
 
     suffixes = {
         "counter": ("_total", "_created"),

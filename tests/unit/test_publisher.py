@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from stream.errors import DeliveryError
-from stream.publisher import OutMessage, Publisher
+from stream.kafka.publisher import OutMessage, Publisher
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics
 from sklearn.decomposition import PCA
 
-from stream.quality import (
+from stream.tools.quality import (
     Change,
     Evaluation,
     adjusted_rand_index,

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.replay import Pacer, Pacing, Record, read_records, replay
+from stream.tools.replay import Pacer, Pacing, Record, read_records, replay
 
 pytestmark = pytest.mark.unit
 

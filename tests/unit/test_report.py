@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from stream.quality import (
+from stream.tools.quality import (
     Change,
     Evaluation,
     adjusted_rand_index,
@@ -22,7 +22,7 @@ from stream.quality import (
     sizes_over_time,
     transitions,
 )
-from stream.report import write_report
+from stream.tools.report import write_report
 
 pytestmark = pytest.mark.unit
 

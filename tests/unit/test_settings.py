@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from stream.cli import main
+from stream.cli.main import main
 from stream.errors import ConfigError
 from stream.settings import (
     consumer_config,
@@ -126,7 +126,7 @@ def test_cli_exits_2_with_the_setting_named(
 
 
 def test_cli_flag_x_passes_librdkafka_settings() -> None:
-    from stream.cli import _overrides, _parser
+    from stream.cli.main import _overrides, _parser
 
     args = _parser().parse_args(["run", "-X", "socket.timeout.ms=1234", "--group-id", "g"])
     s = load_settings(_overrides(args))

@@ -1,5 +1,5 @@
-"""Transaction logs read as purchase events (`stream.transactions`) and the baselines they are
-measured against (`stream.baselines`): columns, dates, skipped rows, RFM quintiles, BG/NBD."""
+"""Transaction logs read as purchase events (`stream.tools.transactions`) and the baselines they are
+measured against (`stream.tools.baselines`): columns, dates, skipped rows, RFM quintiles, BG/NBD."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.baselines import bgnbd_expected, quintiles, rfm_score, summarize
 from stream.errors import ConfigError
-from stream.quality import roc_auc
-from stream.transactions import DAY_MS, Transaction, as_events, read_log
+from stream.tools.baselines import bgnbd_expected, quintiles, rfm_score, summarize
+from stream.tools.quality import roc_auc
+from stream.tools.transactions import DAY_MS, Transaction, as_events, read_log
 
 pytestmark = pytest.mark.unit
 

@@ -6,21 +6,18 @@ import argparse
 import gc
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaException
 from redis.exceptions import RedisError
 
 from features.errors import FeaturesError
 from segments.errors import SegmentsError
-from stream import logs
+from stream.cli import commands
 from stream.errors import ConfigError, SegstreamError
+from stream.ops import logs
 from stream.settings import Settings, load_settings, unknown_variables
 
 logger = logging.getLogger("segstream")
@@ -88,8 +85,6 @@ def _parser() -> argparse.ArgumentParser:
         prog="segstream", description="Real-time user segmentation for e-commerce."
     )
     sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
-    from stream import commands
-
     for register in commands.REGISTRY:
         register(sub, common)
     return parser
@@ -133,26 +128,3 @@ def _set(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
     for part in path[:-1]:
         tree = tree.setdefault(part, {})
     tree[path[-1]] = value
-
-
-def print_json(data: object) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    sys.stdout.flush()
-
-
-def stop_on_signals(stop: Callable[[str], None]) -> None:
-    """SIGTERM and SIGINT only ask the loop to stop; it commits and returns."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        msg = f"no such file: {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return path

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from features.events import Event, InvalidEvent
-from stream.publisher import OutMessage
+from stream.kafka.publisher import OutMessage
 
 
 @dataclass(frozen=True, slots=True)

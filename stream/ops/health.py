@@ -25,7 +25,7 @@ import redis
 from confluent_kafka import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from stream import metrics
+from stream.ops import metrics
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TypeAlias
 
 import orjson
 from confluent_kafka import Producer
 
 from features.events import parse_timestamp
-from stream.cli import existing_file, print_json, stop_on_signals
 from stream.errors import ConfigError
 from stream.settings import Settings, producer_config
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def stop_on_signals(stop: Callable[[str], None]) -> None:
+    """SIGTERM and SIGINT only ask the loop to stop; it commits and returns."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        msg = f"no such file: {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return path
 
 
 def _positive_int(text: str) -> int:
@@ -51,9 +76,9 @@ def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.health import health_for, serve
-    from stream.loop import Loop
-    from stream.pipeline import build_handler
+    from stream.kafka.loop import Loop
+    from stream.ops.health import health_for, serve
+    from stream.service.segment_handler import build_handler
 
     health = health_for(settings)
     server = serve(health, settings.metrics.port, settings.metrics.host)
@@ -93,7 +118,7 @@ def register_recover(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.recover import recover
+    from stream.admin.recover import recover
 
     print_json(recover(settings, from_earliest=args.from_earliest).as_dict())
     return 0
@@ -114,8 +139,8 @@ def register_generate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.generate import generate
-    from stream.progress import Progress
+    from stream.tools.generate import generate
+    from stream.tools.progress import Progress
 
     progress = Progress("generate")
     summary = generate(
@@ -145,9 +170,9 @@ def register_replay(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.progress import Progress
-    from stream.replay import Pacing, iter_records, open_text, replay
-    from stream.topics import ensure_topics
+    from stream.kafka.topics import ensure_topics
+    from stream.tools.progress import Progress
+    from stream.tools.replay import Pacing, iter_records, open_text, replay
 
     producer = None
     if not args.dry_run:
@@ -181,7 +206,7 @@ def register_demo(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.demo import run_demo
+    from stream.tools.demo import run_demo
 
     return run_demo(settings, users=args.users, days=args.days, seed=args.seed,
                     workdir=args.workdir)  # fmt: skip
@@ -200,7 +225,7 @@ def register_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.bench import run_bench
+    from stream.tools.bench import run_bench
 
     print_json(run_bench(settings, events=args.events, users=args.users,
                          latency_rate=args.latency_rate,
@@ -253,10 +278,10 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(msg)
     if args.transactions is not None:
         return _evaluate_transactions(args, settings)
-    from stream.evaluate import EvaluateOptions, evaluate
-    from stream.generate import generate
-    from stream.progress import Progress
-    from stream.report import write_report
+    from stream.tools.evaluate import EvaluateOptions, evaluate
+    from stream.tools.generate import generate
+    from stream.tools.progress import Progress
+    from stream.tools.report import write_report
 
     if (args.events is None) != (args.personas is None):
         msg = "--events and --personas go together (give both, or neither to generate)"
@@ -283,8 +308,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate_transactions(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.evaluate import TransactionsOptions, evaluate_transactions
-    from stream.progress import Progress
+    from stream.tools.evaluate import TransactionsOptions, evaluate_transactions
+    from stream.tools.progress import Progress
 
     if args.events is not None or args.personas is not None:
         msg = "--transactions replaces --events and --personas"
@@ -311,7 +336,7 @@ def register_profile(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.profiles import print_profiles
+    from stream.admin.profiles import print_profiles
 
     if bool(args.users) == args.all:
         msg = "give USER ids or --all"
@@ -326,7 +351,7 @@ def register_forget(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.profiles import forget_users
+    from stream.admin.profiles import forget_users
 
     for line in forget_users(settings, args.users):
         print_json(line)
@@ -347,7 +372,7 @@ def register_check(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.probe import probe
+    from stream.ops.probe import probe
 
     ok, answer = probe(args.host, settings.metrics.port, ready=args.ready, timeout_s=args.timeout)
     print_json(answer)
@@ -373,14 +398,14 @@ def register_model(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.models import show_model
+    from stream.service.model_sync import show_model
 
     print_json(show_model(settings))
     return 0
 
 
 def cmd_model_reset(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.models import reset_model
+    from stream.service.model_sync import reset_model
 
     if not args.yes:
         msg = "model reset deletes the shared model and every instance learns anew: add --yes"

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from stream.errors import BrokerUnavailableError
-from stream.handler import Origin
+from stream.kafka.handler import Origin
 from stream.settings import Settings, admin_config
 
 logger = logging.getLogger(__name__)

@@ -29,14 +29,15 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from features.events import Event, InvalidEvent, decode_event
-from stream import metrics
-from stream.alignment import Alignment
-from stream.checkpoint import Checkpoint
-from stream.deadletter import dead_letter
 from stream.errors import SegstreamError, StateLostError, TransientError
-from stream.handler import Batch, BatchHandler
-from stream.health import Health
-from stream.publisher import Publisher
+from stream.kafka.alignment import Alignment
+from stream.kafka.checkpoint import Checkpoint
+from stream.kafka.dead_letters import dead_letter
+from stream.kafka.handler import Batch, BatchHandler
+from stream.kafka.publisher import Publisher
+from stream.kafka.topics import describe_origin, ensure_topics
+from stream.ops import metrics
+from stream.ops.health import Health
 from stream.settings import (
     Settings,
     admin_config,
@@ -44,7 +45,6 @@ from stream.settings import (
     log_client_error,
     producer_config,
 )
-from stream.topics import describe_origin, ensure_topics
 
 logger = logging.getLogger(__name__)
 

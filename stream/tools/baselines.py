@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream.errors import ConfigError, SegstreamError
-from stream.transactions import DAY_MS, Transaction
+from stream.tools.transactions import DAY_MS, Transaction
 
 Floats = npt.NDArray[np.float64]
 # The plain maximum likelihood fit first; lifetimes advises a penalizer when it diverges.

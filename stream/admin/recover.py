@@ -22,11 +22,11 @@ from confluent_kafka.admin import AdminClient
 
 from features import keys
 from stream.errors import BrokerUnavailableError, SegstreamError
-from stream.features_handler import redis_client
-from stream.handler import Origin
-from stream.origin import Stored, new_epoch, origin_fields
+from stream.kafka.handler import Origin
+from stream.kafka.topics import describe_origin
+from stream.service.origin_guard import Stored, new_epoch, origin_fields
+from stream.service.wiring import redis_client
 from stream.settings import Settings, admin_config, consumer_config
-from stream.topics import describe_origin
 
 logger = logging.getLogger(__name__)
 

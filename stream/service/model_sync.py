@@ -36,9 +36,9 @@ from segments.fingerprint import differences, fingerprint
 from segments.model import Model
 from segments.scoring import Params, cold_params
 from segments.snapshots import seal, unseal
-from stream import metrics
 from stream.errors import ConfigError, SegstreamError
-from stream.redis_calls import redis_call
+from stream.ops import metrics
+from stream.service.redis_calls import redis_call
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -454,7 +454,7 @@ class ModelSync:
 
 
 def _store_for(settings: Settings) -> ModelStore:
-    from stream.features_handler import redis_client
+    from stream.service.wiring import redis_client
 
     return ModelStore(redis_client(settings), settings.key_prefix, settings.segments.signing())
 

@@ -28,16 +28,16 @@ from confluent_kafka import Producer
 from features import keys
 from features.events import Event, decode_event
 from features.store import FeatureStore
-from stream import metrics
-from stream.features_handler import feature_store, redis_client
-from stream.generate import generate
-from stream.handler import Batch, BatchHandler, NullHandler, Outcome, Passthrough
-from stream.loop import Loop, RunSummary
-from stream.pipeline import SegmentHandler, build_handler
-from stream.replay import Pacer, Pacing, Record, read_records, replay
+from stream.kafka.handler import Batch, BatchHandler, NullHandler, Outcome, Passthrough
+from stream.kafka.loop import Loop, RunSummary
+from stream.kafka.topics import ensure_topics
+from stream.ops import metrics
+from stream.service.segment_handler import SegmentHandler, build_handler
+from stream.service.wiring import feature_store, redis_client
 from stream.settings import Settings, producer_config
-from stream.stack import ensure_stack
-from stream.topics import ensure_topics
+from stream.tools.generate import generate
+from stream.tools.replay import Pacer, Pacing, Record, read_records, replay
+from stream.tools.servers import ensure_stack
 
 SAMPLE_USERS = 2_000
 WARMUP_S = 1.0

@@ -28,23 +28,23 @@ from segments.engine import MEMBERSHIP, Change, Engine, Label, Scored
 from segments.fingerprint import fingerprint
 from segments.model import Model
 from segments.validation import LiveQuality
-from stream import metrics
-from stream.census import Census
 from stream.errors import ConfigError, TransientError
-from stream.features_handler import (
+from stream.kafka.handler import Batch, Origin, Outcome
+from stream.kafka.publisher import OutMessage
+from stream.ops import metrics
+from stream.service.census import Census
+from stream.service.model_sync import ModelStore, ModelSync
+from stream.service.origin_guard import OriginGuard, persistence_warning
+from stream.service.outbox import Outbox
+from stream.service.timers import Timers
+from stream.service.wiring import (
     feature_store,
     late_rejection,
     private,
     pseudonymizer,
     redis_client,
 )
-from stream.handler import Batch, Origin, Outcome
-from stream.models import ModelStore, ModelSync
-from stream.origin import OriginGuard, persistence_warning
-from stream.outbox import Outbox
-from stream.publisher import OutMessage
 from stream.settings import Settings
-from stream.timers import Timers
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from features import keys, resp
-from stream.redis_calls import redis_call
+from stream.service.redis_calls import redis_call
 
 MAX_DUE_PER_BATCH = 5_000
 

@@ -17,7 +17,7 @@ import redis
 
 from features import keys, resp
 from stream.errors import TransientError
-from stream.redis_calls import redis_call
+from stream.service.redis_calls import redis_call
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import redis
 from features import keys
 from features.store import redis_address
 from stream.errors import StateLostError
-from stream.handler import Origin
-from stream.redis_calls import redis_call
+from stream.kafka.handler import Origin
+from stream.service.redis_calls import redis_call
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import redis
 
-from stream import metrics
 from stream.errors import TransientError
+from stream.ops import metrics
 
 
 @contextmanager

@@ -11,8 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stream.errors import LocalStackError
-from stream.localstack import kafka_answers, kafka_broker, redis_answers, redis_server
 from stream.settings import KafkaSettings, RedisSettings, Settings
+from stream.tools.local_servers import kafka_answers, kafka_broker, redis_answers, redis_server
 
 logger = logging.getLogger(__name__)
 

@@ -12,17 +12,17 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from features.store import FeatureStore
-from stream.demo_segments import segment_table
-from stream.evaluate import EvaluateOptions, Recorder
-from stream.generate import GenerateSummary, generate
-from stream.health import Health, health_for, serve
-from stream.loop import Loop, RunSummary
-from stream.pipeline import build_handler
-from stream.progress import Progress
-from stream.replay import Pacing, ReplaySummary, read_records, replay
+from stream.kafka.loop import Loop, RunSummary
+from stream.kafka.topics import ensure_topics
+from stream.ops.health import Health, health_for, serve
+from stream.service.segment_handler import build_handler
 from stream.settings import Settings, producer_config
-from stream.stack import Stack, ensure_stack
-from stream.topics import ensure_topics
+from stream.tools.demo_tables import segment_table
+from stream.tools.evaluate import EvaluateOptions, Recorder
+from stream.tools.generate import GenerateSummary, generate
+from stream.tools.progress import Progress
+from stream.tools.replay import Pacing, ReplaySummary, read_records, replay
+from stream.tools.servers import Stack, ensure_stack
 
 logger = logging.getLogger(__name__)
 

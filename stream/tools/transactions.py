@@ -2,7 +2,7 @@
 
 Any log of purchases can be measured: `segstream evaluate --transactions FILE` replays it through
 the service's step up to a split date and compares the service's propensity with baselines on
-who bought after it (`stream.baselines`). Columns are found by name (or given), dates may be
+who bought after it (`stream.tools.baselines`). Columns are found by name (or given), dates may be
 ISO-8601, `YYYYMMDD` or epoch milliseconds, and rows that cannot be read are counted, not
 guessed at.
 """
@@ -20,7 +20,7 @@ import orjson
 
 from features.events import parse_timestamp
 from stream.errors import ConfigError
-from stream.replay import open_text
+from stream.tools.replay import open_text
 
 # Header names tried for each column, compared case-insensitively without "_", " " and "-".
 CUSTOMER_NAMES: Final = ("customerid", "customer", "userid", "user", "clientid", "client")

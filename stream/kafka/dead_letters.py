@@ -7,7 +7,7 @@ import hashlib
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from features.events import InvalidEvent
-from stream.publisher import OutMessage, message_headers
+from stream.kafka.publisher import OutMessage, message_headers
 
 HEADER_PREFIX = "segstream."
 MAX_MESSAGE_CHARS = 1_000

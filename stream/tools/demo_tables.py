@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 from segments import policy
-from stream.evaluate import EvaluateOptions, Recorder, assess
-from stream.pipeline import SegmentHandler
-from stream.quality import Evaluation
-from stream.report import write_report
+from stream.service.segment_handler import SegmentHandler
 from stream.settings import Settings
+from stream.tools.evaluate import EvaluateOptions, Recorder, assess
+from stream.tools.quality import Evaluation
+from stream.tools.report import write_report
 
 EXAMPLES = 3
 

@@ -12,7 +12,7 @@ from features.definitions import Rules
 from features.events import Event, InvalidEvent
 from features.privacy import Pseudonymizer
 from features.store import FeatureStore
-from stream.handler import Rejection
+from stream.kafka.handler import Rejection
 from stream.settings import Settings
 
 

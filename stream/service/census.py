@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import redis
 
 from features import keys
-from stream import metrics
 from stream.errors import TransientError
-from stream.redis_calls import redis_call
+from stream.ops import metrics
+from stream.service.redis_calls import redis_call
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from features.definitions import UserState
 from features.store import FeatureStore
 from segments import policy
 from stream.errors import DeliveryError
-from stream.features_handler import feature_store, pseudonymizer
+from stream.kafka.topics import ensure_topics
+from stream.service.wiring import feature_store, pseudonymizer
 from stream.settings import Settings, producer_config
-from stream.topics import ensure_topics
 
 
 def stored_id(settings: Settings, user_id: str) -> str:

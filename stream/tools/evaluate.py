@@ -35,12 +35,13 @@ from segments.engine import MEMBERSHIP
 from segments.engine import Change as Decided
 from segments.policy import load
 from segments.scoring import RFM_GRID
-from stream.baselines import bgnbd_expected, rfm_score, summarize
 from stream.errors import ConfigError
-from stream.features_handler import redis_client
-from stream.handler import Batch, Outcome, Passthrough
-from stream.pipeline import SegmentHandler, build_handler
-from stream.quality import (
+from stream.kafka.handler import Batch, Outcome, Passthrough
+from stream.service.segment_handler import SegmentHandler, build_handler
+from stream.service.wiring import redis_client
+from stream.settings import Settings
+from stream.tools.baselines import bgnbd_expected, rfm_score, summarize
+from stream.tools.quality import (
     Change,
     Evaluation,
     adjusted_rand_index,
@@ -55,10 +56,9 @@ from stream.quality import (
     sizes_over_time,
     transitions,
 )
-from stream.replay import open_text
-from stream.settings import Settings
-from stream.stack import ensure_redis
-from stream.transactions import DAY_MS, as_events, read_log
+from stream.tools.replay import open_text
+from stream.tools.servers import ensure_redis
+from stream.tools.transactions import DAY_MS, as_events, read_log
 
 PROJECTED_USERS = 4_000
 FLAP_WINDOW_MS = 7 * DAY_MS

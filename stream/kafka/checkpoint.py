@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from stream import metrics
 from stream.errors import CommitError
-from stream.publisher import Publisher
+from stream.kafka.publisher import Publisher
+from stream.ops import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-from stream.quality import Evaluation
+from stream.tools.quality import Evaluation
 
 CLUSTERS_PNG = "clusters.png"
 SIZES_PNG = "segment_sizes.png"

@@ -1,0 +1,1 @@
+"""The `segstream` command: the entry point and the table of subcommands."""

@@ -1,0 +1,2 @@
+"""What operators watch: Prometheus metrics, logs, health endpoints, and the probe behind
+`segstream check`."""
