@@ -29,10 +29,11 @@ test-faults: $(STAMP) ## the fault suite: the real service under kill -9, freeze
 	@$(BIN)/python -m pytest -m faults tests/faults; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-lint: $(STAMP) ## ruff (lint + format check), mypy --strict, hadolint
+lint: $(STAMP) ## ruff (lint + format check), mypy --strict, import contracts, hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 bench: $(STAMP) ## throughput and latency figures of the pipeline, as JSON

@@ -77,8 +77,9 @@ def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from stream.kafka.loop import Loop
-    from stream.ops.health import health_for, serve
+    from stream.ops.health import serve
     from stream.service.segment_handler import build_handler
+    from stream.service.wiring import health_for
 
     health = health_for(settings)
     server = serve(health, settings.metrics.port, settings.metrics.host)

@@ -7,7 +7,8 @@ import hashlib
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from features.events import InvalidEvent
-from stream.kafka.publisher import OutMessage, message_headers
+from stream.kafka.handler import OutMessage
+from stream.kafka.publisher import message_headers
 
 HEADER_PREFIX = "segstream."
 MAX_MESSAGE_CHARS = 1_000

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from features.events import Event, InvalidEvent
-from stream.kafka.publisher import OutMessage
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None = None
 
 
 @dataclass(frozen=True, slots=True)

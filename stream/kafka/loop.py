@@ -25,6 +25,7 @@ from confluent_kafka import (
     KafkaException,
     Message,
     TopicPartition,
+    libversion,
 )
 from confluent_kafka.admin import AdminClient
 
@@ -117,6 +118,7 @@ class Loop:
         self._last_activity = time.monotonic()
         self._started = time.monotonic()
         self.summary = RunSummary()
+        metrics.record_librdkafka(libversion()[0])
 
     @property
     def assigned_partitions(self) -> frozenset[int]:
@@ -470,7 +472,8 @@ class Loop:
 
     def _on_error(self, error: KafkaError) -> None:
         metrics.KAFKA_ERRORS.labels(error.name()).inc()
-        self._health.kafka_error(error)
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._health.all_brokers_down()
         log_client_error(error)
 
 

@@ -8,25 +8,15 @@ is raised, so a retried flush sends them instead of losing them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from stream.errors import DeliveryError
+from stream.kafka.handler import Headers, OutMessage
 
 logger = logging.getLogger(__name__)
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class OutMessage:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers | None = None
 
 
 class Publisher:

@@ -21,12 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
-import redis
-from confluent_kafka import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from stream.ops import metrics
-from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +82,9 @@ class Health:
         if idle:
             self._kafka_heard = max(self._kafka_heard, time.monotonic() - min(idle))
 
-    def kafka_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self._kafka_heard = -float("inf")
+    def all_brokers_down(self) -> None:
+        """The client gave up on every broker: not ready until one is heard again."""
+        self._kafka_heard = -float("inf")
 
     def kafka_silent_s(self) -> float:
         """Seconds since a broker last sent something (inf: never)."""
@@ -126,29 +123,6 @@ class Health:
 
 def _word(up: bool) -> str:
     return "up" if up else "down"
-
-
-def health_for(settings: Settings) -> Health:
-    """The service's health from its settings, with a Redis PING of its own."""
-    metrics_settings = settings.metrics
-    return Health(
-        metrics_settings.stall_s,
-        redis_pinger(settings.redis.url),
-        kafka_silence_s=metrics_settings.kafka_silence_s,
-    )
-
-
-def redis_pinger(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
-    """A PING on a connection of its own, so a probe never waits behind the loop's calls."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-
-    def ping() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    return ping
 
 
 REQUEST_TIMEOUT_S = 10.0

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 from importlib import metadata
 
-import confluent_kafka
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import (
@@ -96,15 +95,19 @@ def _version(package: str) -> str:
 
 
 BUILD = Info("segstream_build", "Versions of segstream and of the libraries it runs on")
-BUILD.info(
-    {
-        "version": _version("segstream"),
-        "python": platform.python_version(),
-        "confluent_kafka": _version("confluent-kafka"),
-        "librdkafka": confluent_kafka.libversion()[0],
-        "river": _version("river"),
-    }
-)
+_BUILT_WITH = {
+    "version": _version("segstream"),
+    "python": platform.python_version(),
+    "confluent_kafka": _version("confluent-kafka"),
+    "river": _version("river"),
+}
+BUILD.info(_BUILT_WITH)
+
+
+def record_librdkafka(version: str) -> None:
+    """Told by the Kafka side (this module does not load the Kafka client)."""
+    BUILD.info({**_BUILT_WITH, "librdkafka": version})
+
 
 # Flow of records.
 EVENTS_CONSUMED = Counter("segstream_events_consumed", "Records read from the events topic")

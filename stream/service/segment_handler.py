@@ -29,8 +29,7 @@ from segments.fingerprint import fingerprint
 from segments.model import Model
 from segments.validation import LiveQuality
 from stream.errors import ConfigError, TransientError
-from stream.kafka.handler import Batch, Origin, Outcome
-from stream.kafka.publisher import OutMessage
+from stream.kafka.handler import Batch, Origin, Outcome, OutMessage
 from stream.ops import metrics
 from stream.service.census import Census
 from stream.service.model_sync import ModelStore, ModelSync

@@ -13,6 +13,7 @@ from features.events import Event, InvalidEvent
 from features.privacy import Pseudonymizer
 from features.store import FeatureStore
 from stream.kafka.handler import Rejection
+from stream.ops.health import Health
 from stream.settings import Settings
 
 
@@ -51,3 +52,26 @@ def late_rejection(index: int, event: Event, rules: Rules) -> Rejection:
     lateness_s = rules.lateness_ms / 1000
     message = f"ts={event.ts_ms} is more than {lateness_s:g}s behind its partition's watermark"
     return Rejection(index, "late", InvalidEvent("late", "LateEvent", message))
+
+
+def health_for(settings: Settings) -> Health:
+    """The service's health from its settings, with a Redis PING of its own."""
+    metrics_settings = settings.metrics
+    return Health(
+        metrics_settings.stall_s,
+        redis_pinger(settings.redis.url),
+        kafka_silence_s=metrics_settings.kafka_silence_s,
+    )
+
+
+def redis_pinger(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
+    """A PING on a connection of its own, so a probe never waits behind the loop's calls."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+    def ping() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    return ping

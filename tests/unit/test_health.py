@@ -9,7 +9,6 @@ from urllib.error import HTTPError
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError
 
 import stream.ops.health
 from stream.cli import main as cli
@@ -76,7 +75,7 @@ def test_liveness_fails_only_after_the_loop_stalls(clock: list[float]) -> None:
     health.beat()
     clock[0] += 29.0
     assert health.liveness()[0]
-    health.kafka_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))  # a broker outage is not death
+    health.all_brokers_down()  # a broker outage is not death
     assert health.liveness()[0]
     clock[0] += 2.0
     ok, detail = health.liveness()
@@ -102,7 +101,7 @@ def test_readiness_follows_brokers_and_redis(
     assert health.readiness() == (False, {"kafka": "down", "redis": "up"})  # no broker heard yet
     health.kafka_statistics(_stats("DOWN", "UP"))
     assert health.readiness() == (True, {"kafka": "up", "redis": "up", "kafka_silent_s": 0.5})
-    health.kafka_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    health.all_brokers_down()
     assert not health.readiness()[0]
     health.kafka_statistics(_stats("UP"))
     redis_ping.up = False

@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from stream.errors import DeliveryError
-from stream.kafka.publisher import OutMessage, Publisher
+from stream.kafka.handler import OutMessage
+from stream.kafka.publisher import Publisher
 
 pytestmark = pytest.mark.unit
 
