@@ -1,12 +1,18 @@
 """The only module that talks to Redis about features: fenced per-user state, effectively once.
 
-Each user's state is one msgpack value in a hash with a version. The owner of a partition keeps
-its users' states in memory; for a batch it reads the users it does not hold (one pipelined read),
-folds each user's events in Python with `features.definitions.decide` (fence, duplicate ids,
-lateness), and writes every changed user back with one Lua compare-and-set per user, pipelined:
-the write lands only if the version is still the one it read. A zombie instance or a stale cache
-therefore cannot count twice: its write is refused, it reads the state again and the fence skips
-what was already applied. Redis round trips per batch: at most one read (cache misses), one write.
+Each user's state is one string key: a 10-digit version, then the msgpack `UserState`. The owner of
+a partition keeps its users' states in memory; for a batch it reads the users it does not hold
+(one pipelined read), folds each user's events in Python with `features.definitions.decide`
+(fence, duplicate ids, lateness), and writes every changed user back with one Lua compare-and-set
+per user, pipelined: the write lands only if the version is still the one it read. A zombie
+instance or a stale cache therefore cannot count twice: its write is refused, it reads the state
+again and the fence skips what was already applied. Redis round trips per round: at most one read
+(cache misses), one write.
+
+A batch goes through the store in steps its caller runs (see `apply` for the plainest caller):
+`batch` opens it, `fold` reads and folds one slice of users at a time, `pack` turns a slice and
+what the caller adds to it into commands, `write` sends them (while later slices are still being
+folded) and leaves the users whose write was refused in `pending`, for another round.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -66,14 +73,14 @@ MAX_CONFLICT_ROUNDS: Final = 5
 # A state written after its TTL ran out in event time (an old event applied late) still lives
 # this long, so the write is not lost before it can be read.
 MIN_TTL_S: Final = 3_600
-# Users folded (and shown to the batch's `on_folded`) before their writes are sent.
+# Users folded per slice: a slice's writes are sent while the next slice is folded.
 FOLD_SLICE: Final = 1_000
 _WRITE_ARGS: Final = b"%b" + b"$%d\r\n%b\r\n" * 5
 
 
 class Around(NamedTuple):
-    """What `on_folded` adds to a slice's round trip: packed commands before and after the
-    writes, and per user the tallies (field, delta) that move with that user's write."""
+    """What the caller adds to a slice's writes: packed commands before and after them, and per
+    user the tallies (field, delta) that move with that user's write."""
 
     before: list[bytes]
     after: list[bytes]
@@ -82,12 +89,8 @@ class Around(NamedTuple):
 
 # The tallies a stored state counts in (field, delta), to undo them when the user is erased.
 TalliesOf = Callable[[UserState], list[tuple[str, int]]]
-# Sees a slice of the batch's folded states (user -> state) before they are written, and the
-# users among them that applied at least one event (the others only saw duplicates, late or
-# no events).
-OnFolded = Callable[[dict[str, UserState], set[str]], Around]
 
-_NOTHING_AROUND: Final = Around([], [], {})
+NOTHING_AROUND: Final = Around([], [], {})
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(UserState).decode
@@ -97,15 +100,6 @@ _decode = msgspec.msgpack.Decoder(UserState).decode
 class Cached:
     version: int
     state: UserState
-
-
-@dataclass(frozen=True)
-class _Batch:
-    events: Sequence[Event]
-    partitions: Sequence[int]
-    offsets: Sequence[int]
-    befores: Sequence[int]  # the partition watermark before each event
-    by_user: dict[str, list[int]]
 
 
 @dataclass
@@ -119,6 +113,45 @@ class Applied:
     applied: int = 0
     missing: list[str] = field(default_factory=list)
     refused: int = 0  # writes another writer's change refused (re-read and retried)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """One slice of a round's users, folded and not written yet. `states` may still be changed
+    (the caller's record goes into the same compare-and-set); `applied` are the users that
+    applied at least one event (the others only saw duplicates, late events or none)."""
+
+    entries: dict[str, Cached]
+    applied: set[str]
+
+    @property
+    def states(self) -> dict[str, UserState]:
+        return {user: cached.state for user, cached in self.entries.items()}
+
+
+@dataclass
+class Packed:
+    """A slice's commands: the caller's before, one write per user, the caller's after."""
+
+    users: list[str]
+    commands: list[bytes]
+    first_write: int  # index in `commands` of the first user's write
+
+
+@dataclass
+class BatchInStore:
+    """A batch between `FeatureStore.batch` and its end: the events by user, the watermark
+    before each event, what the rounds so far applied, and the users still to write."""
+
+    events: Sequence[Event]
+    partitions: Sequence[int]
+    offsets: Sequence[int]
+    befores: Sequence[int]  # the partition watermark before each event
+    by_user: dict[str, list[int]]
+    pending: list[str]  # every user at first; after a round, those whose write was refused
+    applied: Applied = field(default_factory=Applied)
+    # This round's folds (user -> what was read, outcome per event), settled by `write`.
+    folds: dict[str, tuple[Cached, list[int]]] = field(default_factory=dict)
 
 
 class FeatureStore:
@@ -176,15 +209,29 @@ class FeatureStore:
         offsets: Sequence[int],
         *,
         extra_users: Sequence[str] = (),
-        on_folded: OnFolded | None = None,
     ) -> Applied:
-        """Fold a batch into Redis; on any failure nothing of it is kept in memory either.
+        """Fold a batch into Redis with nothing beside the features (tools, tests): the steps
+        a batch goes through, with no record of the caller's in the writes."""
+        with self.batch(events, partitions, offsets, extra_users=extra_users) as batch:
+            for _ in range(MAX_CONFLICT_ROUNDS):
+                self.write(batch, (self.pack(part, NOTHING_AROUND) for part in self.fold(batch)))
+                if not batch.pending:
+                    return batch.applied
+            raise conflict(batch)
 
-        `extra_users` are written back without events (a timer re-scores them); one that has
-        no stored state is left out and listed in `Applied.missing`. `on_folded` sees every
-        folded state before it is written, and may change it: the segment record goes into
-        the same compare-and-set as the features it was decided on.
-        """
+    @contextmanager
+    def batch(
+        self,
+        events: Sequence[Event],
+        partitions: Sequence[int],
+        offsets: Sequence[int],
+        *,
+        extra_users: Sequence[str] = (),
+    ) -> Iterator[BatchInStore]:
+        """Open a batch: the watermarks move past its events. `extra_users` are written back
+        without events (a timer re-scores them); one that has no stored state is left out and
+        listed in `Applied.missing`. If the block fails, nothing of the batch is kept in memory
+        either (watermarks, cached states); Redis keeps what was written, fenced."""
         self.load_watermarks(partitions)
         saved_watermarks = dict(self._watermarks)
         befores = self._advance_watermarks(events, partitions)
@@ -194,14 +241,57 @@ class FeatureStore:
         for user in extra_users:
             by_user.setdefault(user, [])
         try:
-            batch = _Batch(events, partitions, offsets, befores, by_user)
-            result = self._apply_users(batch, on_folded)
+            yield BatchInStore(events, partitions, offsets, befores, by_user, list(by_user))
         except BaseException:
             self._watermarks = saved_watermarks
             for user in by_user:
                 self._cache.pop(user, None)
             raise
-        return result
+        self._trim_cache()
+
+    def fold(self, batch: BatchInStore) -> Iterator[Folded]:
+        """Start a round: read the pending users the cache lacks (one round trip), then fold
+        them a slice at a time, lazily, in place (every path that does not persist a state
+        drops it from the cache)."""
+        current = self._writable(self._states_of(batch), batch)
+        batch.folds = {}
+        users = list(current)
+        for start in range(0, len(users), FOLD_SLICE):
+            applied = set()
+            for user in users[start : start + FOLD_SLICE]:
+                outcomes = self._fold_one(batch, current[user].state, user)
+                batch.folds[user] = (current[user], outcomes)
+                if APPLIED in outcomes:
+                    applied.add(user)
+            yield Folded({u: current[u] for u in users[start : start + FOLD_SLICE]}, applied)
+
+    def pack(self, folded: Folded, around: Around) -> Packed:
+        """A folded slice's commands, with what the caller adds around the writes."""
+        entries = folded.entries
+        writes = [self._write_call(u, c, around.tallies.get(u)) for u, c in entries.items()]
+        commands = [*around.before, *writes, *around.after]
+        return Packed(list(entries), commands, len(around.before))
+
+    def write(self, batch: BatchInStore, slices: Iterable[Packed]) -> None:
+        """Send the slices' commands as they come (Redis runs the first writes while later
+        slices are folded), then settle the compare-and-sets: `batch.pending` keeps the users
+        whose write was refused."""
+        positions: list[int] = []  # of the compare-and-set replies among all replies
+        sent = [0]  # commands so far: one reply each
+
+        def commands() -> Iterator[bytes]:
+            for packed in slices:
+                first = sent[0] + packed.first_write
+                positions.extend(range(first, first + len(packed.users)))
+                sent[0] += len(packed.commands)
+                yield from packed.commands
+            sent[0] += 1
+            yield self._watermarks_call(set(batch.partitions))
+
+        # The replies are counted once the lazy commands are all sent.
+        replies = self._raw("write", resp.chunked(commands()), lambda: sent[0])
+        cas = [replies[i] for i in positions]
+        batch.pending = self._settle(batch.folds, cas, batch.by_user, batch.applied)
 
     def watermark(self, partition: int) -> int:
         """The partition's event-time watermark as this instance knows it (0: none yet)."""
@@ -227,69 +317,16 @@ class FeatureStore:
                 marks[partition] = event.ts_ms
         return befores
 
-    def _apply_users(self, batch: _Batch, on_folded: OnFolded | None) -> Applied:
-        result = Applied()
-        pending = list(batch.by_user)
-        for _ in range(MAX_CONFLICT_ROUNDS):
-            current = self._writable(self._states_of(pending, result, batch.by_user), batch, result)
-            folded: dict[str, tuple[Cached, list[int]]] = {}
-            writes: list[int] = []  # positions of the compare-and-set replies
-            calls = self._fold_and_pack(batch, current, folded, on_folded, writes)
-            # One reply per command, counted once the lazy commands are all sent.
-            replies = self._raw("write", resp.chunked(calls), writes.__len__)
-            cas = [replies[i] for i in writes if i >= 0]
-            pending = self._settle(folded, cas, batch.by_user, result)
-            if not pending:
-                self._trim_cache()
-                return result
-        msg = f"{len(pending)} users kept changing under us after {MAX_CONFLICT_ROUNDS} rounds"
-        raise ConflictError(msg)
-
     @staticmethod
-    def _writable(current: dict[str, Cached], batch: _Batch, result: Applied) -> dict[str, Cached]:
+    def _writable(current: dict[str, Cached], batch: BatchInStore) -> dict[str, Cached]:
         """A user without events and without a stored state is not created."""
         missing = [u for u, c in current.items() if not c.version and not batch.by_user[u]]
-        result.missing.extend(missing)
+        batch.applied.missing.extend(missing)
         for user in missing:
             del current[user]
         return current
 
-    def _fold_and_pack(
-        self,
-        batch: _Batch,
-        current: dict[str, Cached],
-        folded: dict[str, tuple[Cached, list[int]]],
-        on_folded: OnFolded | None,
-        writes: list[int],
-    ) -> Iterator[bytes]:
-        """Fold users a slice at a time, show each slice to `on_folded`, and yield its commands
-        (the caller's before, the writes, the caller's after), then the watermark update; lazy,
-        so Redis runs the first writes while later users are folded and scored. `writes` gets
-        the reply position of each write, and -1 for every other command. Folds in place:
-        every path that does not persist a state drops it from the cache."""
-        users = list(current)
-        position = 0
-        for start in range(0, len(users), FOLD_SLICE):
-            part = users[start : start + FOLD_SLICE]
-            applied = set()
-            for user in part:
-                outcomes = self._fold_one(batch, current[user].state, user)
-                folded[user] = (current[user], outcomes)
-                if APPLIED in outcomes:
-                    applied.add(user)
-            states = {u: current[u].state for u in part}
-            before, after, tallies = on_folded(states, applied) if on_folded else _NOTHING_AROUND
-            yield from before
-            yield from (self._write_call(u, current[u], tallies.get(u)) for u in part)
-            yield from after
-            writes.extend([-1] * len(before))
-            writes.extend(range(position + len(before), position + len(before) + len(part)))
-            writes.extend([-1] * len(after))
-            position += len(before) + len(part) + len(after)
-        yield self._watermarks_call(set(batch.partitions))
-        writes.append(-1)
-
-    def _fold_one(self, batch: _Batch, state: UserState, user: str) -> list[int]:
+    def _fold_one(self, batch: BatchInStore, state: UserState, user: str) -> list[int]:
         events, partitions, offsets, befores = (
             batch.events, batch.partitions, batch.offsets, batch.befores,
         )  # fmt: skip
@@ -301,15 +338,14 @@ class FeatureStore:
         prune(state, self._watermarks.get(state.partition, 0), rules)
         return outcomes
 
-    def _states_of(
-        self, users: list[str], result: Applied, by_user: dict[str, list[int]]
-    ) -> dict[str, Cached]:
-        """The batch's users' states: cached ones, the rest read in one round trip; erased users
+    def _states_of(self, batch: BatchInStore) -> dict[str, Cached]:
+        """The pending users' states: cached ones, the rest read in one round trip; erased users
         are left out and counted."""
+        users = batch.pending
         found = {u: c for u in users if (c := self._cache.get(u)) is not None}
         for user, cached in self._load([u for u in users if u not in found]).items():
             if cached is None:
-                result.erased += len(by_user[user])
+                batch.applied.erased += len(batch.by_user[user])
             else:
                 found[user] = cached
         return found
@@ -549,3 +585,9 @@ def _cached(value: bytes | None) -> Cached:
     if not value:
         return Cached(0, UserState())
     return Cached(int(value[:VERSION_DIGITS]), _decode(value[VERSION_DIGITS:]))
+
+
+def conflict(batch: BatchInStore) -> ConflictError:
+    """The error when users kept changing under us for every round a caller allows."""
+    msg = f"{len(batch.pending)} users kept changing under us after {MAX_CONFLICT_ROUNDS} rounds"
+    return ConflictError(msg)

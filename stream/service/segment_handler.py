@@ -1,11 +1,12 @@
-"""The whole per-batch step: features into Redis, users scored, changes out, timers set.
+"""The service's batch step: features into Redis, users scored, changes out, timers set.
 
-Order within a batch, and why:
+`SegmentHandler._moment` is the table of contents; its steps, and why in this order:
 1. the trainer lease is renewed and a newer model version loaded (every refresh interval);
 2. users whose event-time timers are due at this batch's watermarks are looked up;
-3. the feature store folds the events; before it writes, every touched or due user is scored
-   with one model version and its segment record goes into the same compare-and-set, and any
-   change is put in the partition's outbox first (so a crash cannot lose it);
+3. the feature store folds the events a slice of users at a time; before a slice is written,
+   every touched or due user in it is scored with one model version, its segment record goes
+   into the same compare-and-set, and any change is put in the partition's outbox first (so a
+   crash cannot lose it). A write another writer refused is read, folded and scored again;
 4. timers are rescheduled, the trainer learns from the batch's sample;
 5. the changes go back to the loop, which publishes them before it commits the offsets.
 """
@@ -20,10 +21,9 @@ from dataclasses import dataclass, field, replace
 import orjson
 import redis
 
-from features.definitions import UserState
 from features.errors import ConflictError, ScriptsReloadedError, StoreUnavailableError
 from features.events import Event
-from features.store import Applied, Around, FeatureStore
+from features.store import MAX_CONFLICT_ROUNDS, Applied, Around, FeatureStore, Folded, conflict
 from segments.engine import MEMBERSHIP, Change, Engine, Label, Scored
 from segments.fingerprint import fingerprint
 from segments.model import Model
@@ -52,8 +52,9 @@ Published = tuple[int, bytes, Change]
 
 
 @dataclass
-class _Round:
-    """What scoring decided during one `apply` (a refused write re-scores its users)."""
+class _Decisions:
+    """What scoring decided in one moment, over its rounds (a refused write re-scores its
+    users, and what was decided for them before is taken back)."""
 
     due: dict[str, int]  # timer-only users -> partition
     last_offsets: dict[int, int]
@@ -134,24 +135,36 @@ class SegmentHandler:
         return outcome
 
     def _moment(self, batch: Batch) -> Outcome:
-        self.sync.refresh()
+        """One moment of a batch: every step of the service, in order."""
+        store = self.store
+        self.sync.refresh()  # 1. the trainer's lease renewed, a newer model version loaded
         events = private(batch.events, self._pseudonymize)
+        decisions = self._decisions(events, batch)  # 2. which users' timers are due now
+        due = list(decisions.due)
+        with store.batch(events, batch.partitions, batch.offsets, extra_users=due) as stored:
+            for _ in range(MAX_CONFLICT_ROUNDS):  # 3. fold, score, write; refused: once more
+                # Each slice is folded, scored and packed while Redis runs the slice before it.
+                parts = store.fold(stored)
+                store.write(stored, (store.pack(p, self._decide(p, decisions)) for p in parts))
+                if not stored.pending:
+                    break
+            else:
+                raise conflict(stored)
+        self.last = stored.applied
+        self._after(stored.applied, decisions)  # 4. timers of gone users, learning, metrics
+        return self._outcome(events, stored.applied, decisions)  # 5. changes, late events
+
+    def _decisions(self, events: Sequence[Event], batch: Batch) -> _Decisions:
         marks = self._watermarks_after(events, batch.partitions)
         users = {e.user_id for e in events}
         due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
-        round_ = _Round(due, _last_offsets(batch))
-        round_.learn_share = self.sync.learn_share(len(users) + len(due))
-        round_.watermarks = marks
-        applied = self.store.apply(
-            events,
-            batch.partitions,
-            batch.offsets,
-            extra_users=list(due),
-            on_folded=lambda states, applied: self._decide(states, applied, round_),
-        )
-        self.last = applied
-        self._after(applied, round_)
-        messages = [self._message(c, value) for _, value, c in _flat(round_.changes.values())]
+        decisions = _Decisions(due, _last_offsets(batch), watermarks=marks)
+        decisions.learn_share = self.sync.learn_share(len(users) + len(due))
+        return decisions
+
+    def _outcome(self, events: Sequence[Event], applied: Applied, decisions: _Decisions) -> Outcome:
+        changes = _flat(decisions.changes.values())
+        messages = [self._message(change, value) for _, value, change in changes]
         rejections = [late_rejection(i, events[i], self.store.rules) for i in applied.late]
         return Outcome(messages=messages, rejections=rejections)
 
@@ -164,23 +177,26 @@ class SegmentHandler:
             marks[partition] = max(marks[partition], event.ts_ms)
         return marks
 
-    def _decide(
-        self, folded_states: dict[str, UserState], applied: set[str], round_: _Round
-    ) -> Around:
+    def _decide(self, part: Folded, decisions: _Decisions) -> Around:
         """Score a slice of folded users; return what goes with their writes: the outbox
         entries before, the timers after, the population tallies inside. Users whose events
         were all skipped (a replay of what was applied) are not scored: nothing about them
         changed."""
-        states = {u: s for u, s in folded_states.items() if u in applied or u in round_.due}
+        folded = part.states
+        states = {u: s for u, s in folded.items() if u in part.applied or u in decisions.due}
         users = list(states)
-        folded = list(states.values())
-        now = [self.store.watermark(s.partition) for s in folded]
-        timer = [u in round_.due for u in users]
+        now = [self.store.watermark(s.partition) for s in states.values()]
+        timer = [u in decisions.due for u in users]
         scored = self.engine.score(
-            self.sync.params, users, folded, now, timer, learn_share=round_.learn_share
+            self.sync.params,
+            users,
+            list(states.values()),
+            now,
+            timer,
+            learn_share=decisions.learn_share,
         )
         # A user folded again after a refused write: its earlier change never happened.
-        redone = [u for u in folded_states if round_.changes.pop(u, None) is not None]
+        redone = [u for u in folded if decisions.changes.pop(u, None) is not None]
         fresh: dict[str, list[Published]] = {}
         for change in scored.changes:
             partition = states[change.user_id].partition
@@ -188,56 +204,56 @@ class SegmentHandler:
             # the same bytes; when it was sent is the record's own timestamp.
             value = orjson.dumps(change.payload)
             fresh.setdefault(change.user_id, []).append((partition, value, change))
-        round_.changes.update(fresh)
-        before = self._outbox_commands(round_, fresh, rewrite=bool(redone))
+        decisions.changes.update(fresh)
+        before = self._outbox_commands(decisions, fresh, rewrite=bool(redone))
         for user, state in states.items():
-            round_.scored[user] = (state.partition, scored.due.get(user, 0))
-        round_.samples.samples.extend(scored.samples)
-        round_.samples.labels.extend(scored.labels)
+            decisions.scored[user] = (state.partition, scored.due.get(user, 0))
+        decisions.samples.samples.extend(scored.samples)
+        decisions.samples.labels.extend(scored.labels)
         due = ((states[u].partition, u, scored.due.get(u, 0)) for u in users)
         return Around(before, self._timers.schedule_commands(due), scored.tallies)
 
     def _outbox_commands(
-        self, round_: _Round, fresh: dict[str, list[Published]], *, rewrite: bool
+        self, decisions: _Decisions, fresh: dict[str, list[Published]], *, rewrite: bool
     ) -> list[bytes]:
         """The slice's changes for the outbox; after a refused write, every change of the batch
         so far is written again and what was written before is dropped (some of it is untrue)."""
         if not rewrite:
             commands, written = self._outbox.add_commands(
-                _entries(_flat(fresh.values()), round_.last_offsets)
+                _entries(_flat(fresh.values()), decisions.last_offsets)
             )
-            round_.outbox += written
+            decisions.outbox += written
             return commands
-        everything = _entries(_flat(round_.changes.values()), round_.last_offsets)
+        everything = _entries(_flat(decisions.changes.values()), decisions.last_offsets)
         commands, written = self._outbox.add_commands(everything)
-        commands += self._outbox.remove_commands(round_.outbox)
-        round_.outbox = written
+        commands += self._outbox.remove_commands(decisions.outbox)
+        decisions.outbox = written
         return commands
 
-    def _after(self, applied: Applied, round_: _Round) -> None:
+    def _after(self, applied: Applied, decisions: _Decisions) -> None:
         """Work after the batch is stored; it must not fail the batch, whose changes are only
         returned once this is done."""
-        scored = {u: v for u, v in round_.scored.items() if u in applied.states}
+        scored = {u: v for u, v in decisions.scored.items() if u in applied.states}
         try:
             # A due user without a state now (erased, expired) needs no timer any more.
-            gone = ((p, u, 0) for u, p in round_.due.items() if u not in applied.states)
+            gone = ((p, u, 0) for u, p in decisions.due.items() if u not in applied.states)
             self._timers.schedule(gone)
-            self.sync.learn(round_.samples, round_.watermarks)
+            self.sync.learn(decisions.samples, decisions.watermarks)
         except TransientError as exc:
             logger.warning("model or timer upkeep skipped for a batch: %s", exc)
-        self.resolved = round_.samples.labels
-        self.decided = [change for _, _, change in _flat(round_.changes.values())]
+        self.resolved = decisions.samples.labels
+        self.decided = [change for _, _, change in _flat(decisions.changes.values())]
         for label in self.resolved:
             self.quality.update(label.bought, label.propensity)
             metrics.LABELS_RESOLVED.labels("bought" if label.bought else "not_bought").inc()
-        self._account(applied, round_, len(scored))
+        self._account(applied, decisions, len(scored))
 
-    def _account(self, applied: Applied, round_: _Round, scored: int) -> None:
+    def _account(self, applied: Applied, decisions: _Decisions, scored: int) -> None:
         metrics.EVENTS_APPLIED.inc(applied.applied)
         metrics.WRITES_REFUSED.inc(applied.refused)
         metrics.EVENTS_SKIPPED.labels("duplicate").inc(applied.duplicates)
         metrics.EVENTS_SKIPPED.labels("erased").inc(applied.erased)
-        timers = len([u for u in round_.scored if u in round_.due])
+        timers = len([u for u in decisions.scored if u in decisions.due])
         metrics.TIMERS_FIRED.inc(timers)
         metrics.USERS_SCORED.labels("timer").inc(timers)
         metrics.USERS_SCORED.labels("event").inc(scored - timers)
