@@ -1,8 +1,10 @@
-"""Pipelined Redis calls packed by hand: the feature store's hot path.
+"""Pipelined Redis calls packed outside redis-py: the feature store's hot path.
 
 redis-py packs each command in Python (about 30 µs for a script call with a 1 kB argument,
-measured here); building the RESP bytes directly and reading the replies with the hiredis parser
-costs a few µs per call. Only for a plain `redis.Redis` client (not Redis Cluster).
+measured here). Commands are packed by hiredis (`command`), except the one sent for every user,
+the compare-and-set, whose constant head is packed once and the rest formatted in one go
+(`evalsha_prefix`): 1.7 µs against hiredis's 2.9 µs for a 900-byte state, measured here.
+Replies are read with the hiredis parser. Only for a plain `redis.Redis` client (not Cluster).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+import hiredis
 import redis
 
 
@@ -19,7 +22,9 @@ def bulk(data: bytes) -> bytes:
 
 
 def command(*parts: bytes) -> bytes:
-    return b"*%d\r\n%b" % (len(parts), b"".join(bulk(part) for part in parts))
+    # hiredis's stub types the argument as a 1-tuple; any tuple of parts is packed.
+    packed: bytes = hiredis.pack_command(parts)  # type: ignore[arg-type]
+    return packed
 
 
 def evalsha_prefix(sha: str, nkeys: int, nargs: int) -> bytes:
