@@ -6,8 +6,17 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
 import orjson
+
+from stream.errors import ConfigError
+
+try:
+    import matplotlib
+except ImportError as exc:
+    msg = (
+        "reports are drawn with matplotlib, which is not installed: pip install 'segstream[report]'"
+    )
+    raise ConfigError(msg) from exc
 
 # Before pyplot is imported: render to files only, no display needed (servers, CI).
 matplotlib.use("Agg")
