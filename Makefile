@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-faults lint bench clean
+.PHONY: help install system-packages demo test test-faults lint bench clean
+# Integration tests wait on servers more than they compute: more workers than cores pays.
+TEST_WORKERS ?= 4
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +23,14 @@ install: $(STAMP) ## create .venv and install segstream with its dev tools
 demo: $(STAMP) ## local broker + Redis if none configured, synthetic events, the service, a summary
 	$(BIN)/segstream demo --log-format text
 
-test: $(STAMP) ## unit and integration tests (starts its own Redis and broker)
-	@$(BIN)/python -m pytest; rc=$$?; \
+system-packages: ## Debian packages the tests need beside Python (promtool), when missing
+	@tests/system_packages.sh
+
+test: $(STAMP) system-packages ## unit, integration and deploy tests, in parallel (own Redis and broker per worker)
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-test-faults: $(STAMP) ## the fault suite: the real service under kill -9, freezes, restarts, poison pills
+test-faults: $(STAMP) system-packages ## the fault suite: the real service under kill -9, freezes, restarts, poison pills
 	@$(BIN)/python -m pytest -m faults tests/faults; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 

@@ -84,16 +84,23 @@ SIGNING_KEY = "test-signing-key-not-a-secret"
 
 
 @pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No `SEGSTREAM_*` variable of the caller's shell reaches the test (they win over files
+    and defaults); the monkeypatch, to set the test's own."""
+    for key in list(os.environ):
+        if key.startswith("SEGSTREAM_"):
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+@pytest.fixture
 def names() -> str:
     """A unique name for this test's topics, group and key prefix."""
     return f"t{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
-def settings(servers: Servers, names: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for key in list(os.environ):
-        if key.startswith("SEGSTREAM_"):
-            monkeypatch.delenv(key)
+def settings(servers: Servers, names: str, clean_env: pytest.MonkeyPatch) -> Settings:
     return load_settings(
         {
             "kafka": {

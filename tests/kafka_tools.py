@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -83,6 +86,49 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
     offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     consumer.close()
     return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
+
+
+def wait_committed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    partitions: int,
+    *,
+    beyond: int = 0,
+    alive: subprocess.Popen[bytes] | None = None,
+    timeout_s: float = 60.0,
+) -> int:
+    """Wait until the group has committed more than `beyond` records in all (a consumer is
+    part-way through), failing at once if `alive` exited; return the records committed."""
+    deadline = time.monotonic() + timeout_s
+    while (done := sum(committed(bootstrap, group, topic, partitions).values())) <= beyond:
+        assert alive is None or alive.poll() is None, "the service exited while waited on"
+        assert time.monotonic() < deadline, f"no commit beyond {beyond} within {timeout_s:.0f}s"
+        time.sleep(0.1)
+    return done
+
+
+def drain(bootstrap: str, topic: str, partitions: int, quiet_s: float = 3.0) -> list[Any]:
+    """Every record of the topic: read from the beginning until nothing new for `quiet_s`."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-drain", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    found: list[Any] = []
+    last = time.monotonic()
+    deadline = last + 60
+    while time.monotonic() - last < quiet_s and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 0.2):
+            if msg.error() is None:
+                found.append(msg)
+                last = time.monotonic()
+    consumer.close()
+    return found
+
+
+def changes_of(records: list[Any]) -> list[dict[str, Any]]:
+    """Segment change payloads (tombstones left out), in topic order."""
+    return [orjson.loads(r.value()) for r in records if r.value() is not None]
 
 
 def without_epoch(change_id: str) -> str:

@@ -6,7 +6,6 @@ leaves it out unless a path inside tests/faults is named on the command line.
 
 from __future__ import annotations
 
-import os
 import signal
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -46,12 +45,9 @@ def _thawed_stop(server: LocalServer) -> None:
 
 
 @pytest.fixture
-def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RigFactory]:
+def make_rig(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[RigFactory]:
     """`make_rig(redis_args=[...], proxy=False)`: servers of the test's own and the rig
     around them; everything it started is stopped at the end, frozen or not."""
-    for key in list(os.environ):
-        if key.startswith("SEGSTREAM_"):
-            monkeypatch.delenv(key)
     with ExitStack() as stack:
 
         def make(redis_args: Sequence[str] = (), proxy: bool = False) -> Rig:

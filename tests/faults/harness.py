@@ -35,11 +35,11 @@ from stream.kafka.topics import ensure_topics
 from stream.settings import Settings, load_settings
 from stream.tools.generate import generate
 from stream.tools.local_servers import LocalServer, free_port
+from tests.cli_tools import env_for, segstream
 from tests.conftest import SIGNING_KEY
 from tests.faults.proxy import RedisProxy
-from tests.integration.test_cli import env_for, segstream
-from tests.integration.test_segments_e2e import changes_of, drain, tallies, truth
-from tests.kafka_tools import committed, end_offsets, produce
+from tests.kafka_tools import changes_of, committed, drain, end_offsets, produce
+from tests.stream.service.test_segments_e2e import tallies, truth
 
 PARTITIONS = 3
 # Polling interval of every wait: conditions are checked, never slept on.

@@ -20,9 +20,9 @@ from features import keys
 from segments.snapshots import seal
 from stream.kafka.topics import ensure_topics
 from stream.settings import admin_config
+from tests.cli_tools import segstream
 from tests.faults.harness import Rig, Service, frozen, keep_for, keyed, wait_until
-from tests.integration.test_cli import segstream
-from tests.integration.test_segments_e2e import changes_of, drain
+from tests.kafka_tools import changes_of, drain
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 

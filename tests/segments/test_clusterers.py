@@ -956,7 +956,7 @@ class LabelRecorder:
 def test_an_online_classifier_learns_inputs_scaled_by_its_own_scaler_and_clipped() -> None:
     """`svm` learns online: each label's inputs join the classifier's scaler first, then are
     standardized by it (population deviation) and clipped to +-Z_CLIP; a constant feature is 0.
-    (`logistic` is refit on a window of labels instead: tests/unit/test_propensity.py.)"""
+    (`logistic` is refit on a window of labels instead: tests/segments/test_propensity.py.)"""
     model = Model(replace(config("kmeans"), classifier="svm"))
     recorder = LabelRecorder()
     model.classifier = recorder

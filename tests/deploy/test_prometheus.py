@@ -28,10 +28,10 @@ from stream.settings import Settings
 from stream.tools.demo import INVALID_SAMPLES
 from stream.tools.generate import generate
 from stream.tools.local_servers import free_port
+from tests.cli_tools import env_for, segstream
 from tests.dashboard import panel_queries
-from tests.integration.test_cli import env_for, segstream
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.deploy, pytest.mark.integration]
 
 SCRAPE_S = 1
 

@@ -14,16 +14,7 @@ from stream.settings import (
     unknown_variables,
 )
 
-pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("SEGSTREAM_"):
-            monkeypatch.delenv(key)
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("clean_env")]
 
 
 def test_defaults_follow_the_design() -> None:

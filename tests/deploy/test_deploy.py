@@ -24,7 +24,7 @@ import yaml
 
 from stream.settings import is_setting, load_settings
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.deploy, pytest.mark.unit]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "tests" / "schemas"
@@ -76,16 +76,6 @@ def test_known_settings_are_told_from_typos() -> None:
 
 def _subset(small: Mapping[str, str], big: Mapping[str, str]) -> bool:
     return bool(small) and all(big.get(k) == v for k, v in small.items())
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("SEGSTREAM_"):
-            monkeypatch.delenv(key)
-    return monkeypatch
 
 
 # --------------------------------------------------------------------------------- Dockerfile

@@ -23,14 +23,13 @@ from stream.service.segment_handler import build_handler
 from stream.settings import Settings
 from stream.tools.evaluate import EvaluateOptions, Recorder, assess
 from stream.tools.generate import DEFAULT_START_MS, generate
-from tests.integration.test_cli import env_for, segstream
-from tests.integration.test_segments_e2e import (
+from tests.cli_tools import env_for, segstream
+from tests.kafka_tools import changes_of, drain, produce, without_epoch
+from tests.stream.service.test_segments_e2e import (
     DAY,
     HOUR,
     InProcess,
-    changes_of,
     client_for,
-    drain,
     event,
     generated,
     keyed,
@@ -38,7 +37,6 @@ from tests.integration.test_segments_e2e import (
     with_partitions,
     with_segments,
 )
-from tests.kafka_tools import produce, without_epoch
 
 pytestmark = pytest.mark.integration
 

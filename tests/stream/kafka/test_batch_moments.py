@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from features.events import Event, decode_event
 from stream.kafka.handler import Batch
+
+pytestmark = pytest.mark.unit
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000

@@ -17,7 +17,7 @@ from stream.errors import TransientError
 from stream.kafka.handler import Batch
 from stream.service.segment_handler import SegmentHandler, build_handler
 from stream.settings import Settings
-from tests.integration.test_pipeline_moments import event
+from tests.stream.service.test_handler_moments import event
 
 pytestmark = pytest.mark.integration
 

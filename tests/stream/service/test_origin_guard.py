@@ -25,10 +25,9 @@ from stream.kafka.topics import ensure_topics
 from stream.service.origin_guard import OriginGuard
 from stream.settings import Settings, admin_config
 from stream.tools.local_servers import free_port
-from tests.integration.test_cli import env_for, segstream
-from tests.integration.test_features_e2e import assert_profiles_match, keyed, run_until_idle
-from tests.integration.test_segments_e2e import drain
-from tests.kafka_tools import committed, produce
+from tests.cli_tools import env_for, segstream
+from tests.kafka_tools import committed, drain, produce
+from tests.stream.service.test_features_e2e import assert_profiles_match, keyed, run_until_idle
 
 pytestmark = pytest.mark.integration
 

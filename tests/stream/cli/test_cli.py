@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,36 +15,10 @@ import pytest
 from stream.kafka.topics import ensure_topics
 from stream.settings import Settings
 from stream.tools.local_servers import free_port, redis_server
-from tests.conftest import SIGNING_KEY
-from tests.kafka_tools import committed, end_offsets, produce, read_topic
+from tests.cli_tools import env_for, segstream
+from tests.kafka_tools import committed, end_offsets, produce, read_topic, wait_committed
 
 pytestmark = pytest.mark.integration
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
-    env.update(
-        {
-            "SEGSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "SEGSTREAM_KAFKA__GROUP_ID": settings.kafka.group_id,
-            "SEGSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "SEGSTREAM_REDIS__URL": settings.redis.url,
-            "SEGSTREAM_KEY_PREFIX": settings.key_prefix,
-            "SEGSTREAM_TOPICS__EVENTS": settings.topics.events,
-            "SEGSTREAM_TOPICS__SEGMENTS": settings.topics.segments,
-            "SEGSTREAM_TOPICS__DLQ": settings.topics.dlq,
-            "SEGSTREAM_TOPICS__PARTITIONS": "3",
-            "SEGSTREAM_METRICS__PORT": "0",
-            "SEGSTREAM_SEGMENTS__SIGNING_KEY": SIGNING_KEY,
-            "SEGSTREAM_SEGMENTS__WARMUP": "50",
-            "SEGSTREAM_LOOP__BATCH_SIZE": "50",
-        }
-    )
-    return env
-
-
-def segstream(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stream", *args]
 
 
 def event(i: int) -> bytes:
@@ -72,7 +45,8 @@ def test_sigterm_commits_and_exits_0_then_a_restart_drains_without_rereading(
     service = subprocess.Popen(
         segstream("run", "--log-level", "WARNING"), env=env_for(settings), stdout=subprocess.PIPE
     )
-    time.sleep(7)  # joined (about 3 s) and busy: the feeder is still producing
+    # Joined and busy: some batches committed while the feeder is still producing.
+    wait_committed(bootstrap, settings.kafka.group_id, topic, 3, alive=service)
     service.send_signal(signal.SIGTERM)
     out, _ = service.communicate(timeout=60)
     feeder.join()

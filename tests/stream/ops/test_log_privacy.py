@@ -12,8 +12,8 @@ from stream.kafka.loop import Loop
 from stream.kafka.topics import ensure_topics
 from stream.service.segment_handler import build_handler
 from stream.settings import Settings
-from tests.integration.test_segments_e2e import generated, keyed
 from tests.kafka_tools import produce
+from tests.stream.service.test_segments_e2e import generated, keyed
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from stream.admin.profiles import profile
 from stream.kafka.topics import ensure_topics
 from stream.settings import Settings
 from stream.tools.generate import generate
-from tests.integration.test_cli import env_for, segstream
-from tests.kafka_tools import produce, read_topic
+from tests.cli_tools import env_for, segstream
+from tests.kafka_tools import drain, produce, read_topic, wait_committed
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,8 @@ def test_kill_9_mid_stream_then_restart_counts_every_event_once(
         segstream("run", "--log-level", "WARNING"), env=env_for(settings),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    time.sleep(5)  # joined (about 3 s) and part-way through the feed
+    # Killed once some batches are committed, while the feeder is still producing.
+    wait_committed(bootstrap, settings.kafka.group_id, topic, 3, alive=service)
     service.send_signal(signal.SIGKILL)
     service.wait(timeout=30)
     feeder.join()
@@ -171,11 +172,12 @@ def test_forget_then_replay_keeps_the_user_gone(settings: Settings, events: list
 
     assert replayed["consumed"] == len(events)
     assert profile(settings, user)["features"] is None
-    tombstones = [
-        r for r in read_topic(settings.kafka.bootstrap_servers, settings.topics.segments, 1, 3)
-        if r.key == user.encode()
+    # Everything on the topic, not the first records read: the tombstone is among the last.
+    mine = [
+        r for r in drain(settings.kafka.bootstrap_servers, settings.topics.segments, 3)
+        if r.key() == user.encode()
     ]  # fmt: skip
-    assert tombstones and tombstones[-1].value is None
+    assert mine and mine[-1].value() is None
     other = orjson.loads(next(e for e in events if orjson.loads(e)["user_id"] != user))["user_id"]
     assert profile(settings, other)["features"] is not None
 

@@ -15,7 +15,7 @@ import yaml
 
 from tests.dashboard import iter_panels, load_dashboard, panel_queries
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.deploy, pytest.mark.unit]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"

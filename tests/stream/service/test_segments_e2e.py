@@ -23,7 +23,6 @@ import numpy as np
 import orjson
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from features import keys
@@ -39,9 +38,16 @@ from stream.service.model_sync import ModelStore
 from stream.service.segment_handler import SegmentHandler, build_handler
 from stream.settings import Settings
 from stream.tools.generate import generate
+from tests.cli_tools import env_for, segstream
 from tests.conftest import SIGNING_KEY
-from tests.integration.test_cli import env_for, segstream
-from tests.kafka_tools import produce, read_topic, without_epoch
+from tests.kafka_tools import (
+    changes_of,
+    drain,
+    produce,
+    read_topic,
+    wait_committed,
+    without_epoch,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -107,29 +113,6 @@ def event(
     if kind == "purchase":
         value["order_id"] = order_id
     return user.encode(), orjson.dumps(value)
-
-
-def drain(bootstrap: str, topic: str, partitions: int, quiet_s: float = 3.0) -> list[Any]:
-    """Every record of the topic: read from the beginning until nothing new for `quiet_s`."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "test-drain", "enable.auto.commit": False}
-    )
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    found: list[Any] = []
-    last = time.monotonic()
-    deadline = last + 60
-    while time.monotonic() - last < quiet_s and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, 0.2):
-            if msg.error() is None:
-                found.append(msg)
-                last = time.monotonic()
-    consumer.close()
-    return found
-
-
-def changes_of(records: list[Any]) -> list[dict[str, Any]]:
-    """Segment change payloads (tombstones left out), in topic order."""
-    return [orjson.loads(r.value()) for r in records if r.value() is not None]
 
 
 class InProcess:
@@ -518,7 +501,10 @@ def test_no_change_is_lost_or_duplicated_after_kill_9(settings: Settings, tmp_pa
         while not read_topic(bootstrap, settings.topics.segments, 1, 3, timeout_s=1):
             assert time.monotonic() < deadline, "no segment change was ever published"
             assert service.poll() is None, "the service exited before the kill"
-        time.sleep(0.5)  # a few more batches: some committed, some not
+        # A few more batches: some committed, some not.
+        group = settings.kafka.group_id
+        seen = wait_committed(bootstrap, group, settings.topics.events, 3, alive=service)
+        wait_committed(bootstrap, group, settings.topics.events, 3, beyond=seen, alive=service)
         service.send_signal(signal.SIGKILL)
         service.wait(timeout=30)
     finally:
