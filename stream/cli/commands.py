@@ -78,8 +78,7 @@ def register_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from stream.kafka.loop import Loop
     from stream.ops.health import serve
-    from stream.service.segment_handler import build_handler
-    from stream.service.wiring import health_for
+    from stream.service.wiring import build_handler, health_for
 
     health = health_for(settings)
     server = serve(health, settings.metrics.port, settings.metrics.host)
@@ -399,14 +398,14 @@ def register_model(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.service.model_sync import show_model
+    from stream.admin.model import show_model
 
     print_json(show_model(settings))
     return 0
 
 
 def cmd_model_reset(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.service.model_sync import reset_model
+    from stream.admin.model import reset_model
 
     if not args.yes:
         msg = "model reset deletes the shared model and every instance learns anew: add --yes"

@@ -18,32 +18,23 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+import msgspec
 import orjson
-import redis
 
+from features.definitions import Rules
 from features.errors import ConflictError, ScriptsReloadedError, StoreUnavailableError
-from features.events import Event
+from features.events import Event, InvalidEvent
 from features.store import MAX_CONFLICT_ROUNDS, Applied, Around, FeatureStore, Folded, conflict
 from segments.engine import MEMBERSHIP, Change, Engine, Label, Scored
-from segments.fingerprint import fingerprint
-from segments.model import Model
 from segments.validation import LiveQuality
-from stream.errors import ConfigError, TransientError
-from stream.kafka.handler import Batch, Origin, Outcome, OutMessage
+from stream.errors import TransientError
+from stream.kafka.handler import Batch, Origin, Outcome, OutMessage, Rejection
 from stream.ops import metrics
 from stream.service.census import Census
-from stream.service.model_sync import ModelStore, ModelSync
-from stream.service.origin_guard import OriginGuard, persistence_warning
+from stream.service.model_sync import ModelSync
+from stream.service.origin_guard import OriginGuard
 from stream.service.outbox import Outbox
 from stream.service.timers import Timers
-from stream.service.wiring import (
-    feature_store,
-    late_rejection,
-    private,
-    pseudonymizer,
-    redis_client,
-)
-from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -351,49 +342,19 @@ def _last_offsets(batch: Batch) -> dict[int, int]:
     return last
 
 
-def build_handler(settings: Settings, client: redis.Redis | None = None) -> SegmentHandler:
-    """The service's handler from settings; fails naming the setting when one is missing."""
-    key = settings.segments.signing()
-    if key is None:
-        msg = (
-            "SEGSTREAM_SEGMENTS__SIGNING_KEY (or SEGSTREAM_SEGMENTS__SIGNING_KEY_FILE) is not set:"
-            " model snapshots are signed with it and refused when the signature does not match;"
-            " give every instance of the group the same secret of at least 16 bytes"
-        )
-        raise ConfigError(msg)
-    client = client or redis_client(settings)
-    rules = settings.features.rules()
-    config = settings.segments.config(keep_days=settings.features.ttl_days)
-    segments = settings.segments
-    sync = ModelSync(
-        ModelStore(client, settings.key_prefix, key),
-        Model(config, fingerprint(config, rules.windows)),
-        snapshot_interval_s=segments.snapshot_interval_s,
-        refresh_interval_s=segments.refresh_interval_s,
-        lease_ttl_s=segments.lease_ttl_s,
-        learn_per_s=segments.learn_per_s,
-        young_samples=segments.young_samples,
-    )
-    try:
-        sync.check_settings()
-    except TransientError as exc:
-        logger.warning("model settings not checked yet (checked on the first batch): %s", exc)
-    if warning := persistence_warning(client):
-        logger.warning("%s", warning)
-    census = Census(client, settings.key_prefix)
-    census.start()
-    return SegmentHandler(
-        feature_store(settings, client),
-        Engine(config, rules.windows),
-        sync=sync,
-        timers=Timers(client, settings.key_prefix),
-        outbox=Outbox(client, settings.key_prefix),
-        segments_topic=settings.topics.segments,
-        census=census,
-        pseudonymize=pseudonymizer(settings),
-        guard=OriginGuard(client, settings.key_prefix),
-    )
-
-
 def _observe_redis(call: str, seconds: float) -> None:
     metrics.REDIS_SECONDS.labels(call).observe(seconds)
+
+
+def private(events: Sequence[Event], pseudonymize: Callable[[str], str] | None) -> Sequence[Event]:
+    """The events with pseudonymous user ids, when a key is configured."""
+    if pseudonymize is None:
+        return events
+    replace = msgspec.structs.replace
+    return [replace(e, user_id=pseudonymize(e.user_id)) for e in events]
+
+
+def late_rejection(index: int, event: Event, rules: Rules) -> Rejection:
+    lateness_s = rules.lateness_ms / 1000
+    message = f"ts={event.ts_ms} is more than {lateness_s:g}s behind its partition's watermark"
+    return Rejection(index, "late", InvalidEvent("late", "LateEvent", message))

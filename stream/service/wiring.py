@@ -1,20 +1,30 @@
-"""Building blocks of the feature stage: the Redis client and feature store from settings,
-pseudonymous ids, and the dead letter of a late event."""
+"""Everything the service is built of, from settings: the Redis client, the feature store, the
+pseudonymizer, health with its Redis ping, and the batch step itself (`build_handler`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable
 
-import msgspec
 import redis
 
-from features.definitions import Rules
-from features.events import Event, InvalidEvent
 from features.privacy import Pseudonymizer
 from features.store import FeatureStore
-from stream.kafka.handler import Rejection
+from segments.engine import Engine
+from segments.fingerprint import fingerprint
+from segments.model import Model
+from stream.errors import ConfigError, TransientError
 from stream.ops.health import Health
+from stream.service.census import Census
+from stream.service.model_store import ModelStore
+from stream.service.model_sync import ModelSync
+from stream.service.origin_guard import OriginGuard, persistence_warning
+from stream.service.outbox import Outbox
+from stream.service.segment_handler import SegmentHandler
+from stream.service.timers import Timers
 from stream.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -40,20 +50,6 @@ def pseudonymizer(settings: Settings) -> Callable[[str], str] | None:
     return None if key is None else Pseudonymizer(key)
 
 
-def private(events: Sequence[Event], pseudonymize: Callable[[str], str] | None) -> Sequence[Event]:
-    """The events with pseudonymous user ids, when a key is configured."""
-    if pseudonymize is None:
-        return events
-    replace = msgspec.structs.replace
-    return [replace(e, user_id=pseudonymize(e.user_id)) for e in events]
-
-
-def late_rejection(index: int, event: Event, rules: Rules) -> Rejection:
-    lateness_s = rules.lateness_ms / 1000
-    message = f"ts={event.ts_ms} is more than {lateness_s:g}s behind its partition's watermark"
-    return Rejection(index, "late", InvalidEvent("late", "LateEvent", message))
-
-
 def health_for(settings: Settings) -> Health:
     """The service's health from its settings, with a Redis PING of its own."""
     metrics_settings = settings.metrics
@@ -75,3 +71,47 @@ def redis_pinger(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
             return False
 
     return ping
+
+
+def build_handler(settings: Settings, client: redis.Redis | None = None) -> SegmentHandler:
+    """The service's handler from settings; fails naming the setting when one is missing."""
+    key = settings.segments.signing()
+    if key is None:
+        msg = (
+            "SEGSTREAM_SEGMENTS__SIGNING_KEY (or SEGSTREAM_SEGMENTS__SIGNING_KEY_FILE) is not set:"
+            " model snapshots are signed with it and refused when the signature does not match;"
+            " give every instance of the group the same secret of at least 16 bytes"
+        )
+        raise ConfigError(msg)
+    client = client or redis_client(settings)
+    rules = settings.features.rules()
+    config = settings.segments.config(keep_days=settings.features.ttl_days)
+    segments = settings.segments
+    sync = ModelSync(
+        ModelStore(client, settings.key_prefix, key),
+        Model(config, fingerprint(config, rules.windows)),
+        snapshot_interval_s=segments.snapshot_interval_s,
+        refresh_interval_s=segments.refresh_interval_s,
+        lease_ttl_s=segments.lease_ttl_s,
+        learn_per_s=segments.learn_per_s,
+        young_samples=segments.young_samples,
+    )
+    try:
+        sync.check_settings()
+    except TransientError as exc:
+        logger.warning("model settings not checked yet (checked on the first batch): %s", exc)
+    if warning := persistence_warning(client):
+        logger.warning("%s", warning)
+    census = Census(client, settings.key_prefix)
+    census.start()
+    return SegmentHandler(
+        feature_store(settings, client),
+        Engine(config, rules.windows),
+        sync=sync,
+        timers=Timers(client, settings.key_prefix),
+        outbox=Outbox(client, settings.key_prefix),
+        segments_topic=settings.topics.segments,
+        census=census,
+        pseudonymize=pseudonymizer(settings),
+        guard=OriginGuard(client, settings.key_prefix),
+    )

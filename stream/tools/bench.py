@@ -32,8 +32,8 @@ from stream.kafka.handler import Batch, BatchHandler, NullHandler, Outcome, Pass
 from stream.kafka.loop import Loop, RunSummary
 from stream.kafka.topics import ensure_topics
 from stream.ops import metrics
-from stream.service.segment_handler import SegmentHandler, build_handler
-from stream.service.wiring import feature_store, redis_client
+from stream.service.segment_handler import SegmentHandler
+from stream.service.wiring import build_handler, feature_store, redis_client
 from stream.settings import Settings, producer_config
 from stream.tools.generate import generate
 from stream.tools.replay import Pacer, Pacing, Record, read_records, replay

@@ -15,8 +15,7 @@ from features.store import FeatureStore
 from stream.kafka.loop import Loop, RunSummary
 from stream.kafka.topics import ensure_topics
 from stream.ops.health import Health, serve
-from stream.service.segment_handler import build_handler
-from stream.service.wiring import health_for
+from stream.service.wiring import build_handler, health_for
 from stream.settings import Settings, producer_config
 from stream.tools.demo_tables import segment_table
 from stream.tools.evaluate import EvaluateOptions, Recorder

@@ -37,8 +37,8 @@ from segments.policy import load
 from segments.scoring import RFM_GRID
 from stream.errors import ConfigError
 from stream.kafka.handler import Batch, Outcome, Passthrough
-from stream.service.segment_handler import SegmentHandler, build_handler
-from stream.service.wiring import redis_client
+from stream.service.segment_handler import SegmentHandler
+from stream.service.wiring import build_handler, redis_client
 from stream.settings import Settings
 from stream.tools.baselines import bgnbd_expected, rfm_score, summarize
 from stream.tools.quality import (

@@ -10,7 +10,7 @@ import pytest
 
 from stream.kafka.loop import Loop
 from stream.kafka.topics import ensure_topics
-from stream.service.segment_handler import build_handler
+from stream.service.wiring import build_handler
 from stream.settings import Settings
 from tests.kafka_tools import produce
 from tests.stream.service.test_segments_e2e import generated, keyed

@@ -14,7 +14,7 @@ import pytest
 
 from features.events import Event, decode_event
 from stream.kafka.handler import Batch
-from stream.service.segment_handler import build_handler
+from stream.service.wiring import build_handler
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration

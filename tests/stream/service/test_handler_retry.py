@@ -15,7 +15,8 @@ from features.errors import StoreUnavailableError
 from features.events import Event, decode_event
 from stream.errors import TransientError
 from stream.kafka.handler import Batch
-from stream.service.segment_handler import SegmentHandler, build_handler
+from stream.service.segment_handler import SegmentHandler
+from stream.service.wiring import build_handler
 from stream.settings import Settings
 from tests.stream.service.test_handler_moments import event
 

@@ -19,7 +19,7 @@ from segments import policy
 from stream.kafka.loop import Loop
 from stream.kafka.topics import ensure_topics
 from stream.segment_settings import SegmentSettings
-from stream.service.segment_handler import build_handler
+from stream.service.wiring import build_handler
 from stream.settings import Settings
 from stream.tools.evaluate import EvaluateOptions, Recorder, assess
 from stream.tools.generate import DEFAULT_START_MS, generate

@@ -17,7 +17,8 @@ from segments.model import Model
 from segments.scoring import Params, cold_params
 from stream.errors import ConfigError
 from stream.service import model_sync as models
-from stream.service.model_sync import PUBLISH_AFTER, ModelSync, mismatch_message
+from stream.service.model_store import describe, mismatch_message
+from stream.service.model_sync import PUBLISH_AFTER, ModelSync
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +65,7 @@ class MemoryStore:
         self.versions[params.version] = params
         if keep_trainer:
             self.kept = model
-        self.meta_ = models.describe(model)
+        self.meta_ = describe(model)
         self.published.append((params.version, keep_trainer))
         return True
 

@@ -34,8 +34,9 @@ from segments.snapshots import seal, unseal
 from stream.admin.profiles import all_profiles, profile
 from stream.kafka.loop import Loop, RunSummary
 from stream.kafka.topics import ensure_topics
-from stream.service.model_sync import ModelStore
-from stream.service.segment_handler import SegmentHandler, build_handler
+from stream.service.model_store import ModelStore
+from stream.service.segment_handler import SegmentHandler
+from stream.service.wiring import build_handler
 from stream.settings import Settings
 from stream.tools.generate import generate
 from tests.cli_tools import env_for, segstream
