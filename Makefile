@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 .PHONY: help install system-packages demo test test-faults lint bench clean
 # Integration tests wait on servers more than they compute: more workers than cores pays.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 6
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ system-packages: ## Debian packages the tests need beside Python (promtool), whe
 	@tests/system_packages.sh
 
 test: $(STAMP) system-packages ## unit, integration and deploy tests, in parallel (own Redis and broker per worker)
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 test-faults: $(STAMP) system-packages ## the fault suite: the real service under kill -9, freezes, restarts, poison pills

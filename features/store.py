@@ -122,6 +122,7 @@ class Folded:
     applied at least one event (the others only saw duplicates, late events or none)."""
 
     entries: dict[str, Cached]
+    outcomes: dict[str, list[int]]  # per user, of each of its events (APPLIED, LATE, ...)
     applied: set[str]
 
     @property
@@ -133,7 +134,7 @@ class Folded:
 class Packed:
     """A slice's commands: the caller's before, one write per user, the caller's after."""
 
-    users: list[str]
+    folded: Folded
     commands: list[bytes]
     first_write: int  # index in `commands` of the first user's write
 
@@ -150,8 +151,6 @@ class BatchInStore:
     by_user: dict[str, list[int]]
     pending: list[str]  # every user at first; after a round, those whose write was refused
     applied: Applied = field(default_factory=Applied)
-    # This round's folds (user -> what was read, outcome per event), settled by `write`.
-    folds: dict[str, tuple[Cached, list[int]]] = field(default_factory=dict)
 
 
 class FeatureStore:
@@ -254,44 +253,41 @@ class FeatureStore:
         them a slice at a time, lazily, in place (every path that does not persist a state
         drops it from the cache)."""
         current = self._writable(self._states_of(batch), batch)
-        batch.folds = {}
         users = list(current)
         for start in range(0, len(users), FOLD_SLICE):
-            applied = set()
-            for user in users[start : start + FOLD_SLICE]:
-                outcomes = self._fold_one(batch, current[user].state, user)
-                batch.folds[user] = (current[user], outcomes)
-                if APPLIED in outcomes:
-                    applied.add(user)
-            yield Folded({u: current[u] for u in users[start : start + FOLD_SLICE]}, applied)
+            part = {u: current[u] for u in users[start : start + FOLD_SLICE]}
+            outcomes = {u: self._fold_one(batch, cached.state, u) for u, cached in part.items()}
+            applied = {u for u, done in outcomes.items() if APPLIED in done}
+            yield Folded(part, outcomes, applied)
 
     def pack(self, folded: Folded, around: Around) -> Packed:
         """A folded slice's commands, with what the caller adds around the writes."""
         entries = folded.entries
         writes = [self._write_call(u, c, around.tallies.get(u)) for u, c in entries.items()]
         commands = [*around.before, *writes, *around.after]
-        return Packed(list(entries), commands, len(around.before))
+        return Packed(folded, commands, len(around.before))
 
     def write(self, batch: BatchInStore, slices: Iterable[Packed]) -> None:
         """Send the slices' commands as they come (Redis runs the first writes while later
         slices are folded), then settle the compare-and-sets: `batch.pending` keeps the users
         whose write was refused."""
-        positions: list[int] = []  # of the compare-and-set replies among all replies
-        sent = [0]  # commands so far: one reply each
+        sent: list[Packed] = []
 
         def commands() -> Iterator[bytes]:
             for packed in slices:
-                first = sent[0] + packed.first_write
-                positions.extend(range(first, first + len(packed.users)))
-                sent[0] += len(packed.commands)
+                sent.append(packed)
                 yield from packed.commands
-            sent[0] += 1
             yield self._watermarks_call(set(batch.partitions))
 
-        # The replies are counted once the lazy commands are all sent.
-        replies = self._raw("write", resp.chunked(commands()), lambda: sent[0])
-        cas = [replies[i] for i in positions]
-        batch.pending = self._settle(batch.folds, cas, batch.by_user, batch.applied)
+        # The replies are counted once the lazy commands are all sent: one per command.
+        replies = self._raw("write", resp.chunked(commands()), lambda: _replies(sent))
+        batch.pending = []
+        start = 0
+        for packed in sent:
+            first = start + packed.first_write
+            written = replies[first : first + len(packed.folded.entries)]
+            batch.pending += self._settle(packed.folded, written, batch)
+            start += len(packed.commands)
 
     def watermark(self, partition: int) -> int:
         """The partition's event-time watermark as this instance knows it (0: none yet)."""
@@ -350,22 +346,18 @@ class FeatureStore:
                 found[user] = cached
         return found
 
-    def _settle(
-        self,
-        folded: dict[str, tuple[Cached, list[int]]],
-        replies: list[Any],
-        by_user: dict[str, list[int]],
-        result: Applied,
-    ) -> list[str]:
-        """Account the compare-and-set replies; return the users whose write was refused."""
+    def _settle(self, folded: Folded, replies: list[Any], batch: BatchInStore) -> list[str]:
+        """Account a slice's compare-and-set replies; return the users whose write was refused."""
         conflicts = []
         cache = self._cache
-        for (user, (cached, outcomes)), written in zip(folded.items(), replies, strict=True):
+        result = batch.applied
+        for (user, cached), written in zip(folded.entries.items(), replies, strict=True):
+            outcomes = folded.outcomes[user]
             if written == 1:
                 cached.version += 1
                 cache[user] = cached
                 cache.move_to_end(user)
-                self._account(result, cached.state, user, outcomes, by_user[user])
+                self._account(result, cached.state, user, outcomes, batch.by_user[user])
                 continue
             self._cache.pop(user, None)
             if written == 0:
@@ -585,6 +577,11 @@ def _cached(value: bytes | None) -> Cached:
     if not value:
         return Cached(0, UserState())
     return Cached(int(value[:VERSION_DIGITS]), _decode(value[VERSION_DIGITS:]))
+
+
+def _replies(sent: list[Packed]) -> int:
+    """Replies to read after the slices `sent` and the watermarks call."""
+    return sum(len(packed.commands) for packed in sent) + 1
 
 
 def conflict(batch: BatchInStore) -> ConflictError:
