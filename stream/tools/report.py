@@ -14,7 +14,8 @@ try:
     import matplotlib
 except ImportError as exc:
     msg = (
-        "reports are drawn with matplotlib, which is not installed: pip install 'segstream[report]'"
+        "reports are drawn with matplotlib, which is not installed: pip install"
+        " 'segstream[report]' (or 'segstream[demo]' for the demo, which includes it)"
     )
     raise ConfigError(msg) from exc
 
