@@ -175,16 +175,11 @@ class SegmentHandler:
         changed."""
         folded = part.states
         states = {u: s for u, s in folded.items() if u in part.applied or u in decisions.due}
-        users = list(states)
-        now = [self.store.watermark(s.partition) for s in states.values()]
+        users, scoring = list(states), list(states.values())
+        now = [self.store.watermark(s.partition) for s in scoring]
         timer = [u in decisions.due for u in users]
         scored = self.engine.score(
-            self.sync.params,
-            users,
-            list(states.values()),
-            now,
-            timer,
-            learn_share=decisions.learn_share,
+            self.sync.params, users, scoring, now, timer, learn_share=decisions.learn_share
         )
         # A user folded again after a refused write: its earlier change never happened.
         redone = [u for u in folded if decisions.changes.pop(u, None) is not None]

@@ -41,6 +41,14 @@ def free_port() -> int:
             return port
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class LocalServer:
     """A server process we started; `start()` again after `stop()` reuses the same port."""
@@ -50,8 +58,8 @@ class LocalServer:
     port: int
     address: str
     log_path: Path
-    # Whether what listens on the port speaks the server's protocol (not only accepts TCP).
-    answers: Callable[[int], bool] | None = field(default=None, repr=False)
+    # Whether the server answers on its port: accepts a connection, or speaks its protocol.
+    answers: Callable[[int], bool] = field(default=_accepts, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> LocalServer:
@@ -86,19 +94,12 @@ class LocalServer:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 msg = f"{self.name} exited with {self.process.returncode}: {tail}"
                 raise LocalStackError(msg)
-            if self._listening() and (self.answers is None or self.answers(self.port)):
+            if self.answers(self.port):
                 return
             time.sleep(0.05)
         self.stop(signal.SIGKILL)
         msg = f"{self.name} did not listen on port {self.port} within {START_TIMEOUT_S}s"
         raise LocalStackError(msg)
-
-    def _listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
 
 
 def redis_binary() -> str:
