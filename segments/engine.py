@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -25,13 +25,15 @@ from segments.policy import (
     Settled,
     assignment,
     dump,
+    follow_clusters,
     load,
     moved,
+    next_cluster,
     next_due,
     settle,
 )
 from segments.rules import RuleSet
-from segments.scoring import Params, Scores, rfm, score
+from segments.scoring import Params, Scores, cluster_distances, rfm, score
 
 SAMPLE_BUCKETS: Final = 1 << 16
 
@@ -94,6 +96,8 @@ class Engine:
         model = list(config.features)
         extra = [n for n in (*RFM_FEATURES, *self.rules.features) if n not in model]
         self.columns = Columns([*model, *dict.fromkeys(extra)], windows)
+        # The model's inputs alone (the default ones need no window sums: cheap to check).
+        self._model_columns = Columns(model, windows)
         self._d = len(model)
         index = {n: i for i, n in enumerate(self.columns.names)}
         self._rfm = [index[n] for n in RFM_FEATURES]
@@ -119,9 +123,11 @@ class Engine:
         timer: Sequence[bool],
         *,
         learn_share: float = 0.0,
+        reassign: Collection[str] = (),
     ) -> Scored:
         """Decide for every user; each state's `segment` record is updated in place. A
-        `learn_share` of the users (by a hash of user and time) become samples for the trainer."""
+        `learn_share` of the users (by a hash of user and time) become samples for the trainer.
+        The users in `reassign` only follow the clusters (`_reassign`)."""
         if not users:
             return Scored()
         raw = self.columns.matrix(states, now)
@@ -137,8 +143,57 @@ class Engine:
         out = Scored()
         cut = int(learn_share * SAMPLE_BUCKETS)
         for i, (user, state) in enumerate(zip(users, states, strict=True)):
-            self._decide(view, i, user, state, (now[i], timer[i], cut), out)
+            if user in reassign:
+                self._reassign(view, i, user, state, out)
+            else:
+                self._decide(view, i, user, state, (now[i], timer[i], cut), out)
         return out
+
+    def moving(
+        self,
+        params: Params,
+        users: Sequence[str],
+        states: Sequence[UserState],
+        now: Sequence[int],
+    ) -> list[str]:
+        """Of these users, those whose cluster `reassign` would move; changes nothing. A sweep
+        checks every user, and most stay where they are: a check is one row of a matrix
+        product, where a write is a compare-and-set in Redis."""
+        if not users or not params.clusters_ready:
+            return []
+        raw = self._model_columns.matrix(states, now)
+        distances = cluster_distances(params, self.inputs(raw))
+        nearest = distances.argmin(axis=1)
+        # Plain lists: indexing numpy one user at a time costs more than the check.
+        closest = zip(
+            params.cluster_ids[nearest].tolist(),
+            distances[np.arange(len(users)), nearest].tolist(),
+            strict=True,
+        )
+        rows = distances.tolist()
+        row_of = {cluster: row for row, cluster in enumerate(params.cluster_ids.tolist())}
+        margin = self.config.cluster_margin
+        found = []
+        for user, state, near, row in zip(users, states, closest, rows, strict=True):
+            current = load(state.segment).cluster
+            at = row_of.get(current)
+            current_distance = math.inf if at is None else row[at]
+            if next_cluster(current, near, current_distance, margin) != current:
+                found.append(user)
+        return found
+
+    def _reassign(self, view: _View, i: int, user: str, state: UserState, out: Scored) -> None:
+        """A user swept after the clusters were placed anew (`stream.service.sweep`): the
+        cluster follows the new centres, through the same margin. The segment, the propensity
+        and the timers wait for the user's own event or timer, so a sweep publishes no change,
+        and it gives the trainer no sample: samples would move the centres again."""
+        record = load(state.segment)
+        cluster = record.cluster
+        follow_clusters(record, view.proposal(i, cluster), self.config)
+        if cluster != record.cluster:
+            out.tallies[user] = moved(record.segment, cluster, record)
+        state.segment = dump(record)
+        out.due[user] = record.due
 
     def inputs(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Model inputs from raw feature values: log1p of counts and money."""

@@ -155,6 +155,11 @@ def settle(record: Record, proposal: Proposal, config: SegmentConfig, now_ms: in
     return Settled(changed, proposed, entered, left)
 
 
+def follow_clusters(record: Record, proposal: Proposal, config: SegmentConfig) -> None:
+    """Move the record's cluster alone towards the proposal, as `settle` would."""
+    record.cluster = _cluster(record, proposal, config.cluster_margin, record.seq == 0)
+
+
 def _confirm(
     record: Record, target: tuple[str, str], config: SegmentConfig, now_ms: int
 ) -> tuple[str, str]:
@@ -170,12 +175,21 @@ def _confirm(
 
 
 def _cluster(record: Record, proposal: Proposal, margin: float, first: bool) -> int:
-    if first or record.cluster < 0 or proposal.cluster < 0:
+    if first:
         return proposal.cluster
-    # Switch only when the new centre is clearly nearer than the current one.
-    if proposal.cluster_distance < (1.0 - margin) * proposal.current_distance:
-        return proposal.cluster
-    return record.cluster
+    nearest = (proposal.cluster, proposal.cluster_distance)
+    return next_cluster(record.cluster, nearest, proposal.current_distance, margin)
+
+
+def next_cluster(
+    current: int, nearest: tuple[int, float], current_distance: float, margin: float
+) -> int:
+    """The cluster after a scoring, from the current one and the nearest centre (id, squared
+    distance): the nearest, when it is clearly nearer than the current one (still there)."""
+    cluster, distance = nearest
+    if current < 0 or cluster < 0 or distance < (1.0 - margin) * current_distance:
+        return cluster
+    return current
 
 
 def _band(

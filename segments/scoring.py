@@ -52,6 +52,9 @@ class Params:
     propensity_ready: bool
     frequency_edges: Floats  # quantiles of orders among buyers (empty: not learned yet)
     monetary_edges: Floats
+    # Counts the placements of the clusters (`segments.model.PLACEMENT_SHARE`); a higher one
+    # tells the service to re-score every user. Snapshots stored before it was counted read 0.
+    placement: int = 0
 
     @property
     def clusters_ready(self) -> bool:
@@ -123,13 +126,20 @@ def score(
     z = (inputs - params.mean) / params.scale
     n = len(inputs)
     if params.clusters_ready and n:
-        distances = squared_distances(z, params.centers)
+        distances = cluster_distances(params, inputs, z)
         nearest = distances.argmin(axis=1).astype(np.int64)
     else:
         distances = np.zeros((n, 0))
         nearest = np.full(n, -1, dtype=np.int64)
     codes, names = rfm(params, rfm_values, recency_days)
     return Scores(z, distances, nearest, _propensity(params, inputs), names, codes)
+
+
+def cluster_distances(params: Params, inputs: Floats, z: Floats | None = None) -> Floats:
+    """(n, k) squared distances of the inputs, standardized (`z`, if done), to each centre."""
+    if z is None:
+        z = (inputs - params.mean) / params.scale
+    return squared_distances(z, params.centers)
 
 
 def clipped(inputs: Floats, mean: Floats, scale: Floats) -> Floats:

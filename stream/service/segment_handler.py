@@ -2,7 +2,9 @@
 
 `SegmentHandler._moment` is the table of contents; its steps, and why in this order:
 1. the trainer lease is renewed and a newer model version loaded (every refresh interval);
-2. users whose event-time timers are due at this batch's watermarks are looked up;
+2. users whose event-time timers are due at this batch's watermarks are looked up, and, after
+   a version that placed the clusters anew, the next users of the sweep, whose clusters alone
+   are brought up to date (`sweep.py`);
 3. the feature store folds the events a slice of users at a time; before a slice is written,
    every touched or due user in it is scored with one model version, its segment record goes
    into the same compare-and-set, and any change is put in the partition's outbox first (so a
@@ -34,6 +36,7 @@ from stream.service.census import Census
 from stream.service.model_sync import ModelSync
 from stream.service.origin_guard import OriginGuard
 from stream.service.outbox import Outbox
+from stream.service.sweep import Sweep
 from stream.service.timers import Timers
 
 logger = logging.getLogger(__name__)
@@ -47,8 +50,9 @@ class _Decisions:
     """What scoring decided in one moment, over its rounds (a refused write re-scores its
     users, and what was decided for them before is taken back)."""
 
-    due: dict[str, int]  # timer-only users -> partition
+    due: dict[str, int]  # users scored without an event of theirs -> partition
     last_offsets: dict[int, int]
+    swept: set[str] = field(default_factory=set)  # those of them a sweep added
     scored: dict[str, tuple[int, int]] = field(default_factory=dict)  # user -> partition, due
     # By user, in the order decided: (partition, JSON value, change).
     changes: dict[str, list[Published]] = field(default_factory=dict)
@@ -66,6 +70,7 @@ class SegmentHandler:
         *,
         sync: ModelSync,
         timers: Timers,
+        sweep: Sweep,
         outbox: Outbox,
         segments_topic: str,
         census: Census | None = None,
@@ -78,6 +83,7 @@ class SegmentHandler:
         self.engine = engine
         self.sync = sync
         self._timers = timers
+        self._sweep = sweep
         self._outbox = outbox
         self._topic = segments_topic
         self._pseudonymize = pseudonymize
@@ -130,7 +136,7 @@ class SegmentHandler:
         store = self.store
         self.sync.refresh()  # 1. the trainer's lease renewed, a newer model version loaded
         events = private(batch.events, self._pseudonymize)
-        decisions = self._decisions(events, batch)  # 2. which users' timers are due now
+        decisions = self._decisions(events, batch)  # 2. timers due now, users swept
         due = list(decisions.due)
         with store.batch(events, batch.partitions, batch.offsets, extra_users=due) as stored:
             for _ in range(MAX_CONFLICT_ROUNDS):  # 3. fold, score, write; refused: once more
@@ -149,9 +155,27 @@ class SegmentHandler:
         marks = self._watermarks_after(events, batch.partitions)
         users = {e.user_id for e in events}
         due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
-        decisions = _Decisions(due, _last_offsets(batch), watermarks=marks)
+        swept = self._swept(users | due.keys())
+        decisions = _Decisions(due | swept, _last_offsets(batch), set(swept), watermarks=marks)
         decisions.learn_share = self.sync.learn_share(len(users) + len(due))
         return decisions
+
+    def _swept(self, busy: set[str]) -> dict[str, int]:
+        """The next users of a sweep (user -> partition) whose cluster moves, checked at their
+        partition's watermark, whether the batch has events of it or not; those the batch
+        scores anyway are left to it."""
+        params = self.sync.params
+        self._sweep.follow(params.placement)
+        candidates = {u: p for u, p in self._sweep.due().items() if u not in busy}
+        if not candidates:
+            return {}
+        self.store.load_watermarks(sorted(set(candidates.values())))
+        states = self.store.peek(list(candidates))
+        users = list(states)
+        now = [self.store.watermark(candidates[u]) for u in users]
+        metrics.USERS_SCORED.labels("sweep").inc(len(users))
+        moving = self.engine.moving(params, users, list(states.values()), now)
+        return {u: candidates[u] for u in moving}
 
     def _outcome(self, events: Sequence[Event], applied: Applied, decisions: _Decisions) -> Outcome:
         changes = _flat(decisions.changes.values())
@@ -179,7 +203,13 @@ class SegmentHandler:
         now = [self.store.watermark(s.partition) for s in scoring]
         timer = [u in decisions.due for u in users]
         scored = self.engine.score(
-            self.sync.params, users, scoring, now, timer, learn_share=decisions.learn_share
+            self.sync.params,
+            users,
+            scoring,
+            now,
+            timer,
+            learn_share=decisions.learn_share,
+            reassign=decisions.swept,
         )
         # A user folded again after a refused write: its earlier change never happened.
         redone = [u for u in folded if decisions.changes.pop(u, None) is not None]
@@ -239,10 +269,11 @@ class SegmentHandler:
         metrics.WRITES_REFUSED.inc(applied.refused)
         metrics.EVENTS_SKIPPED.labels("duplicate").inc(applied.duplicates)
         metrics.EVENTS_SKIPPED.labels("erased").inc(applied.erased)
-        timers = len([u for u in decisions.scored if u in decisions.due])
+        due = [u for u in decisions.scored if u in decisions.due]
+        timers = len([u for u in due if u not in decisions.swept])
         metrics.TIMERS_FIRED.inc(timers)
         metrics.USERS_SCORED.labels("timer").inc(timers)
-        metrics.USERS_SCORED.labels("event").inc(scored - timers)
+        metrics.USERS_SCORED.labels("event").inc(scored - len(due))
         moves: Counter[tuple[str, str]] = Counter()
         memberships: Counter[tuple[str, str]] = Counter()
         for change in self.decided:
@@ -286,6 +317,7 @@ class SegmentHandler:
             self._census.own(partitions)
         self.store.partitions_assigned(partitions)
         self._timers.forget(partitions)
+        self._sweep.partitions_assigned(partitions)
         self._recovering.update(partitions)
 
     def partitions_revoked(self, partitions: Sequence[int]) -> None:
@@ -293,6 +325,7 @@ class SegmentHandler:
             self._census.disown(partitions)
         self.store.partitions_revoked(partitions)
         self._timers.forget(partitions)
+        self._sweep.partitions_revoked(partitions)
         self._recovering.difference_update(partitions)
         self._retrying.difference_update(partitions)
         if self._guard is not None:

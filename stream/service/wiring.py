@@ -21,6 +21,7 @@ from stream.service.model_sync import ModelSync
 from stream.service.origin_guard import OriginGuard, persistence_warning
 from stream.service.outbox import Outbox
 from stream.service.segment_handler import SegmentHandler
+from stream.service.sweep import Sweep
 from stream.service.timers import Timers
 from stream.settings import Settings
 
@@ -109,6 +110,7 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         Engine(config, rules.windows),
         sync=sync,
         timers=Timers(client, settings.key_prefix),
+        sweep=Sweep(client, settings.key_prefix),
         outbox=Outbox(client, settings.key_prefix),
         segments_topic=settings.topics.segments,
         census=census,

@@ -40,7 +40,7 @@ from segments.clusterers import (
     matrix,
 )
 from segments.config import CLUSTERERS, DEFAULT_MODEL_FEATURES, SegmentConfig
-from segments.model import MIN_LABELS, Model
+from segments.model import MIN_LABELS, PLACEMENT_SHARE, Model
 from segments.population import Population
 from segments.scoring import Z_CLIP, Params, score
 
@@ -846,6 +846,43 @@ def test_stable_ids_follow_centres_when_the_clusterer_renumbers_them() -> None:
         (5.1, 5.0, 0.0, 0.0): before[(5.0, 5.0, 0.0, 0.0)],
         (0.1, 5.0, 5.0, 5.0): before[(0.0, 5.0, 5.0, 5.0)],
     }
+
+
+def test_a_version_that_puts_many_users_in_other_clusters_is_a_new_placement() -> None:
+    """The first centres are placement 1. Centres that move a little keep it; centres that put
+    at least PLACEMENT_SHARE of the population in another cluster than the last placement did
+    are the next one (the service then re-scores every user), and later moves count from
+    there, not from the version before."""
+    model = Model(config("kmeans"))
+    fixed = FixedCenters()
+    model.segmenter = fixed
+    learn_blobs(model, 600, seed=40)
+    assert model.params().placement == 0  # no centres yet
+    z = (BLOB_MEANS - model.mean) / model.scale
+    fixed.current = {i: at(*row) for i, row in enumerate(z)}
+    assert model.params().placement == 1
+    fixed.current = {i: at(*(row + 0.05)) for i, row in enumerate(z)}
+    assert model.params().placement == 1
+    # Blob 0's centre leaves for nowhere: its users (about a third) join the other two.
+    fixed.current = {0: at(50, 50, 50, 50), 1: at(*z[1]), 2: at(*z[2])}
+    second = model.params()
+    assert second.placement == 2
+    assert PLACEMENT_SHARE < 1 / 3
+    fixed.current = {0: at(50, 50, 50, 50), 1: at(*(z[1] + 0.05)), 2: at(*z[2])}
+    assert model.params().placement == 2
+    restored = pickle.loads(pickle.dumps(model))
+    fixed.current = {i: at(*row) for i, row in enumerate(z)}
+    restored.segmenter = fixed
+    assert restored.params().placement == 3
+
+
+def test_a_trainer_pickled_before_placements_were_counted_resumes() -> None:
+    model = Model(config("kmeans"))
+    learn_blobs(model, 300, seed=41)
+    model.params()
+    del model.__dict__["placement"], model.__dict__["_placed"]
+    older = pickle.loads(pickle.dumps(model))
+    assert older.params().placement == 1
 
 
 def test_a_new_centre_gets_an_id_not_in_use() -> None:

@@ -601,3 +601,34 @@ def test_a_model_trained_on_the_engines_samples_assigns_clusters() -> None:
         assert current["cluster_label"] == params.label_of(current["cluster"])
         assert current["propensity_band"] == NO_BAND
         assert change.payload["model_version"] == 1
+
+
+def test_a_swept_user_follows_the_clusters_and_nothing_else() -> None:
+    """`reassign` (a sweep after the clusters were placed anew): the cluster moves to the
+    nearest centre and its tallies with it; the segment, band, version, timer and sequence stay,
+    no change is published and no sample taken, whatever the learn share."""
+    engine = Engine(QUIET)
+    users = {"u": state(views=5, purchases=1, spend=50.0, last_purchase=T0)}
+    run(engine, cold(QUIET), users, T0)
+    before = record_of(users["u"])
+    assert before.cluster == -1
+    later = T0 + HOUR_MS
+    inputs = engine.inputs(engine.columns.matrix([users["u"]], [later]))[0]
+    params = replace(
+        cold(QUIET),
+        version=5,
+        centers=np.array([inputs + 50.0, inputs]),
+        cluster_ids=np.array([9, 4], dtype=np.int64),
+        cluster_labels=("far", "near"),
+    )
+    out = engine.score(
+        params, ["u"], [users["u"]], [later], [True], learn_share=1.0, reassign={"u"}
+    )
+    after = record_of(users["u"])
+    assert after.cluster == 4
+    assert out.tallies == {"u": [("cluster:4", 1)]}
+    assert (out.changes, out.samples, out.labels) == ([], [], [])
+    assert out.due == {"u": before.due}
+    kept = (after.segment, after.band, after.version, after.due, after.seq, after.scored)
+    assert kept == (before.segment, before.band, before.version, before.due, before.seq,
+                    before.scored)  # fmt: skip

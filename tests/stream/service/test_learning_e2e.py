@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,15 @@ import orjson
 import pytest
 
 from features import keys
+from features.events import decode_event
 from segments import policy
+from stream.kafka.handler import Batch
 from stream.kafka.loop import Loop
 from stream.kafka.topics import ensure_topics
 from stream.segment_settings import SegmentSettings
 from stream.service.wiring import build_handler
 from stream.settings import Settings
-from stream.tools.evaluate import EvaluateOptions, Recorder, assess
+from stream.tools.evaluate import FAR_FUTURE_MS, EvaluateOptions, Recorder, assess
 from stream.tools.generate import DEFAULT_START_MS, generate
 from tests.cli_tools import env_for, segstream
 from tests.kafka_tools import changes_of, drain, produce, without_epoch
@@ -33,6 +36,7 @@ from tests.stream.service.test_segments_e2e import (
     event,
     generated,
     keyed,
+    metric_value,
     wait_for_watermark,
     with_partitions,
     with_segments,
@@ -225,3 +229,50 @@ def test_a_model_is_refused_by_an_instance_with_other_settings(
     assert _json(rebuilt)["processed"] > 1_000
     fingerprint = _json(_run(settings, "model", "show", SEGSTREAM_SEGMENTS__K="8"))["model"]
     assert fingerprint["fingerprint"]["k"] == "8"
+
+
+def test_users_scored_before_the_clusters_came_get_one_without_an_event_of_theirs(
+    settings: Settings,
+) -> None:
+    """The first version with clusters is a placement of the clusters: the users scored before
+    it (no cluster) are swept at the next batch, in every partition, though they send nothing
+    and the batch has events of one partition only. Only their clusters change: no change is
+    published for them, and their segments and timers wait for their own events or timers."""
+    handler = build_handler(settings)
+    partitions = settings.topics.partitions
+    handler.partitions_assigned(list(range(partitions)))
+    offsets = [0] * partitions
+
+    def handle(lines: list[tuple[bytes | None, bytes]]) -> None:
+        events = [decode_event(value, now_ms=FAR_FUTURE_MS) for _, value in lines]
+        where = [zlib.crc32(e.user_id.encode()) % partitions for e in events]
+        at = []
+        for partition in where:
+            at.append(offsets[partition])
+            offsets[partition] += 1
+        handler.handle(Batch(settings.topics.events, events, where, at))
+        handler.committed(dict(enumerate(offsets)))
+
+    early = [f"early-{i}" for i in range(3 * settings.segments.warmup)]
+    swept_before = metric_value("segstream_users_scored_total", {"trigger": "sweep"})
+    try:
+        handle([event(f"{u}-v", u, "view", DEFAULT_START_MS, price=20.0) for u in early])
+        assert handler.sync.params.clusters_ready  # published after the batch, from its samples
+        before = {u: policy.load(handler.store.state(u).segment) for u in early}
+        assert {r.cluster for r in before.values()} == {-1}
+        assert {zlib.crc32(u.encode()) % partitions for u in early} == set(range(partitions))
+        handle([event("late-v", "late", "view", DEFAULT_START_MS + HOUR, price=20.0)])
+        published = {c.user_id for c in handler.decided}
+        states = {u: handler.store.state(u) for u in early}
+    finally:
+        handler.close()
+    after = {u: policy.load(s.segment) for u, s in states.items()}
+    assert all(r.cluster >= 0 for r in after.values()), [u for u, r in after.items()]
+    assert published == {"late"}
+    for user, record in after.items():
+        kept = (record.segment, record.band, record.version, record.due, record.seq)
+        assert kept == (before[user].segment, before[user].band, before[user].version,
+                        before[user].due, before[user].seq), user  # fmt: skip
+    assert {s.last_seen for s in states.values()} == {DEFAULT_START_MS}
+    swept = metric_value("segstream_users_scored_total", {"trigger": "sweep"}) - swept_before
+    assert swept == len(early)
