@@ -163,6 +163,7 @@ def describe(model: Model) -> dict[str, Any]:
         "labels_learned": model.labels_learned,
         "population": len(model.population),
         "clusters": model.config.k if model.clusters_ready else 0,
+        "placement": model.placement,
         "propensity_ready": model.propensity_ready,
         "quality": quality.as_dict() if quality.both_outcomes() else None,
     }

@@ -75,3 +75,20 @@ def test_scripts_lost_by_a_redis_restart_are_loaded_and_the_batch_retried_at_onc
     found = store.profile("u1")
     assert found is not None
     assert found["features"]["views_total"] == 2
+
+
+def test_peek_reads_what_is_stored_without_changing_it(servers: Servers, names: str) -> None:
+    """A second store (another instance, nothing cached) sees each stored user as written;
+    unknown and erased users are left out; the peeked state is the one a batch then folds."""
+    client = redis.Redis.from_url(servers.redis_url)
+    writer = FeatureStore(client, f"{names}-peek")
+    writer.apply([view(i, i % 3) for i in range(9)], [0] * 9, range(9))
+    writer.forget("u2")
+    reader = FeatureStore(client, f"{names}-peek")
+    found = reader.peek(["u0", "u1", "u2", "nobody"])
+    assert sorted(found) == ["u0", "u1"]
+    assert found["u0"] == writer.state("u0")
+    assert reader.peek(["u0"])["u0"] is found["u0"]  # cached, as a batch would
+    applied = reader.apply([view(9, 0)], [0], [9])
+    assert (applied.applied, applied.refused) == (1, 0)
+    assert found["u0"].counts == reader.state("u0").counts

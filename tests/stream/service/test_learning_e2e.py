@@ -189,6 +189,7 @@ def test_a_model_is_refused_by_an_instance_with_other_settings(
     assert shown["usable_here"] is True
     assert shown["model"]["fingerprint"]["k"] == str(DEFAULTS.k)
     assert shown["model"]["samples_learned"] > 0
+    assert shown["model"]["placement"] >= 1  # the first centres are one
 
     refused = _run(settings, "run", "--until-idle", "3", SEGSTREAM_SEGMENTS__K="8")
     assert refused.returncode == 2, refused.stderr.decode()[-2000:]
