@@ -53,7 +53,8 @@ class Params:
     frequency_edges: Floats  # quantiles of orders among buyers (empty: not learned yet)
     monetary_edges: Floats
     # Counts the placements of the clusters (`segments.model.PLACEMENT_SHARE`); a higher one
-    # tells the service to re-score every user. Snapshots stored before it was counted read 0.
+    # tells the service to bring every user's cluster up to date (`stream.service.sweep`).
+    # Snapshots stored before it was counted read 0.
     placement: int = 0
 
     @property
