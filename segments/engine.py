@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from features.columns import Columns, numeric_names
 from features.definitions import DEFAULT_WINDOWS, UserState, Window, catalog
+from segments.clusterers import squared_distances
 from segments.config import RFM_FEATURES, SegmentConfig
 from segments.policy import (
     Proposal,
@@ -33,7 +34,7 @@ from segments.policy import (
     settle,
 )
 from segments.rules import RuleSet
-from segments.scoring import Params, Scores, cluster_distances, rfm, score
+from segments.scoring import Params, Scores, rfm, score
 
 SAMPLE_BUCKETS: Final = 1 << 16
 
@@ -162,23 +163,14 @@ class Engine:
         if not users or not params.clusters_ready:
             return []
         raw = self._model_columns.matrix(states, now)
-        distances = cluster_distances(params, self.inputs(raw))
-        nearest = distances.argmin(axis=1)
-        # Plain lists: indexing numpy one user at a time costs more than the check.
-        closest = zip(
-            params.cluster_ids[nearest].tolist(),
-            distances[np.arange(len(users)), nearest].tolist(),
-            strict=True,
-        )
-        rows = distances.tolist()
-        row_of = {cluster: row for row, cluster in enumerate(params.cluster_ids.tolist())}
+        distances = squared_distances(params.standardize(self.inputs(raw)), params.centers)
+        clusters = _Nearest(params, distances.argmin(axis=1), distances)
         margin = self.config.cluster_margin
         found = []
-        for user, state, near, row in zip(users, states, closest, rows, strict=True):
+        for i, (user, state) in enumerate(zip(users, states, strict=True)):
             current = load(state.segment).cluster
-            at = row_of.get(current)
-            current_distance = math.inf if at is None else row[at]
-            if next_cluster(current, near, current_distance, margin) != current:
+            cluster, distance, current_distance = clusters.of(i, current)
+            if next_cluster(current, (cluster, distance), current_distance, margin) != current:
                 found.append(user)
         return found
 
@@ -364,26 +356,17 @@ class _View:
         raw: npt.NDArray[np.float64],
     ) -> None:
         self.params = params
-        self.nearest: list[int] = scores.nearest.tolist()
-        self.distances: list[list[float]] = scores.distances.tolist()
+        self.clusters = _Nearest(params, scores.nearest, scores.distances)
         self.propensity: list[float] = scores.propensity.tolist()
         self.rfm = scores.rfm
         self.rfm_up, self.rfm_down = rfm_near
         self.rules, self.rules_near = rules
         self.inputs = inputs
         self.raw = raw
-        self._ids: list[int] = params.cluster_ids.tolist()
-        self._row_of = {cluster: row for row, cluster in enumerate(self._ids)}
-        self.labels = dict(zip(self._ids, params.cluster_labels, strict=True))
+        self.labels = dict(zip(params.cluster_ids.tolist(), params.cluster_labels, strict=True))
 
     def proposal(self, i: int, current_cluster: int) -> Proposal:
-        row = self.nearest[i]
-        cluster, distance, current = -1, math.inf, math.inf
-        if row >= 0:
-            distances = self.distances[i]
-            cluster, distance = self._ids[row], distances[row]
-            current_row = self._row_of.get(current_cluster)
-            current = distances[current_row] if current_row is not None else math.inf
+        cluster, distance, current = self.clusters.of(i, current_cluster)
         return Proposal(
             cluster=cluster,
             cluster_distance=distance,
@@ -395,6 +378,29 @@ class _View:
             rules_near=self.rules_near[i],
             version=self.params.version,
         )
+
+
+class _Nearest:
+    """Each user's nearest centre in one batch, and their distance to any centre by id, as plain
+    lists (indexing numpy one user at a time costs more than the lookup)."""
+
+    def __init__(
+        self, params: Params, nearest: npt.NDArray[np.int64], distances: npt.NDArray[np.float64]
+    ) -> None:
+        self._ids: list[int] = params.cluster_ids.tolist()
+        self._row_of = {cluster: row for row, cluster in enumerate(self._ids)}
+        self._nearest: list[int] = nearest.tolist()
+        self._distances: list[list[float]] = distances.tolist()
+
+    def of(self, i: int, current: int) -> tuple[int, float, float]:
+        """User i's nearest cluster id and squared distance, and the squared distance to its
+        current cluster (inf if that is gone); (-1, inf, inf) without clusters."""
+        row = self._nearest[i]
+        if row < 0:
+            return -1, math.inf, math.inf
+        distances = self._distances[i]
+        at = self._row_of.get(current)
+        return self._ids[row], distances[row], math.inf if at is None else distances[at]
 
 
 def _names(hits: npt.NDArray[np.bool_], names: Sequence[str]) -> list[list[str]]:

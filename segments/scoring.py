@@ -79,6 +79,11 @@ class Params:
             bad.append("propensity_scale")
         return bad
 
+    def standardize(self, inputs: Floats) -> Floats:
+        """Model inputs in the space of the centres."""
+        z: Floats = (inputs - self.mean) / self.scale
+        return z
+
     def label_of(self, cluster: int) -> str:
         rows = np.flatnonzero(self.cluster_ids == cluster)
         return self.cluster_labels[rows[0]] if len(rows) else ""
@@ -124,23 +129,16 @@ def score(
 ) -> Scores:
     """`inputs`: (n, d) transformed model inputs; `rfm_values`: (n, 3) days since last seen,
     orders, spend."""
-    z = (inputs - params.mean) / params.scale
+    z = params.standardize(inputs)
     n = len(inputs)
     if params.clusters_ready and n:
-        distances = cluster_distances(params, inputs, z)
+        distances = squared_distances(z, params.centers)
         nearest = distances.argmin(axis=1).astype(np.int64)
     else:
         distances = np.zeros((n, 0))
         nearest = np.full(n, -1, dtype=np.int64)
     codes, names = rfm(params, rfm_values, recency_days)
     return Scores(z, distances, nearest, _propensity(params, inputs), names, codes)
-
-
-def cluster_distances(params: Params, inputs: Floats, z: Floats | None = None) -> Floats:
-    """(n, k) squared distances of the inputs, standardized (`z`, if done), to each centre."""
-    if z is None:
-        z = (inputs - params.mean) / params.scale
-    return squared_distances(z, params.centers)
 
 
 def clipped(inputs: Floats, mean: Floats, scale: Floats) -> Floats:
