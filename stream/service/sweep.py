@@ -10,7 +10,7 @@ about SWEEP_PER_BATCH users to each batch. The batch checks them with one matrix
 (`Engine.moving`) and writes only those whose cluster moves, and only their cluster
 (`Engine._reassign`): a full re-scoring published band and segment changes that the users'
 own timers would have made later (flapping 6.1% against 5.0%), its samples moved the centres
-again, so one placement called for the next, and writing every user cost the pipeline 11%.
+again (7-9 placements a demo run, against 6), and writing every user cost the step 12%.
 
 The users come from every owned partition, whether the batch has events of it or not: a
 re-assignment publishes nothing, so it needs no offset of the partition to put changes in the
