@@ -359,6 +359,10 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         # A few ms of lingering turns per-record sends into batches at high rates.
         "linger.ms": 5,
         "compression.type": "lz4",
+        # A key goes to the partition Java clients pick, toPositive(murmur2(key)) % partitions
+        # (`stream.kafka.partitioning`), not librdkafka's default CRC-32: other services that
+        # produce or look up by user id agree with us. Records without a key spread at random.
+        "partitioner": "murmur2_random",
         **settings.kafka.config,
     }
 

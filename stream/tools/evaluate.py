@@ -19,7 +19,6 @@ import bisect
 import csv
 import statistics
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -37,6 +36,7 @@ from segments.policy import load
 from segments.scoring import RFM_GRID
 from stream.errors import ConfigError
 from stream.kafka.handler import Batch, Outcome, Passthrough
+from stream.kafka.partitioning import partition_of
 from stream.service.segment_handler import SegmentHandler
 from stream.service.wiring import build_handler, redis_client
 from stream.settings import Settings
@@ -181,8 +181,8 @@ def drive(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Feed the lines to the handler as the loop would: keyed by user id onto the topic's
-    partitions (CRC-32 of the key, as librdkafka's default partitioner), offsets per partition,
-    batches of the loop's size, commits after each batch. Returns the invalid lines."""
+    partitions (murmur2 of the key, as our producers and Java clients place it), offsets per
+    partition, batches of the loop's size, commits after each batch. Returns the invalid lines."""
     partitions = settings.topics.partitions
     handler.partitions_assigned(list(range(partitions)))
     offsets = [0] * partitions
@@ -198,7 +198,7 @@ def drive(
             if not isinstance(event, Event):
                 invalid += 1
                 continue
-            partition = zlib.crc32(event.user_id.encode()) % partitions
+            partition = partition_of(event.user_id.encode(), partitions)
             events.append(event)
             where.append(partition)
             at.append(offsets[partition])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import subprocess
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from features.events import decode_event
 from segments import policy
 from stream.kafka.handler import Batch
 from stream.kafka.loop import Loop
+from stream.kafka.partitioning import partition_of
 from stream.kafka.topics import ensure_topics
 from stream.segment_settings import SegmentSettings
 from stream.service.wiring import build_handler
@@ -246,7 +246,7 @@ def test_users_scored_before_the_clusters_came_get_one_without_an_event_of_their
 
     def handle(lines: list[tuple[bytes | None, bytes]]) -> None:
         events = [decode_event(value, now_ms=FAR_FUTURE_MS) for _, value in lines]
-        where = [zlib.crc32(e.user_id.encode()) % partitions for e in events]
+        where = [partition_of(e.user_id.encode(), partitions) for e in events]
         at = []
         for partition in where:
             at.append(offsets[partition])
@@ -261,7 +261,7 @@ def test_users_scored_before_the_clusters_came_get_one_without_an_event_of_their
         assert handler.sync.params.clusters_ready  # published after the batch, from its samples
         before = {u: policy.load(handler.store.state(u).segment) for u in early}
         assert {r.cluster for r in before.values()} == {-1}
-        assert {zlib.crc32(u.encode()) % partitions for u in early} == set(range(partitions))
+        assert {partition_of(u.encode(), partitions) for u in early} == set(range(partitions))
         handle([event("late-v", "late", "view", DEFAULT_START_MS + HOUR, price=20.0)])
         published = {c.user_id for c in handler.decided}
         states = {u: handler.store.state(u) for u in early}
