@@ -41,6 +41,8 @@ SAMPLE_BUCKETS: Final = 1 << 16
 
 SEGMENT: Final = "segment"
 MEMBERSHIP: Final = "membership"
+# The version of the segments topic's value layout (`schemas/`), in every change.
+SCHEMA_VERSION: Final = 1
 # Features whose larger values mean less value (the others, more), for nudging by the margin.
 DAY_FEATURES: Final = frozenset({"recency_days", "days_since_last_seen"})
 
@@ -295,6 +297,7 @@ class Engine:
         before, after = records
         seq = after.seq - settled.changed - len(settled.entered) - len(settled.left)
         common = {
+            "schema_version": SCHEMA_VERSION,
             "user_id": user,
             "reason": reason,
             "model_version": view.params.version,

@@ -19,6 +19,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Final
 
 import msgspec
 import orjson
@@ -41,6 +42,8 @@ from stream.service.timers import Timers
 
 logger = logging.getLogger(__name__)
 
+# Every change record's headers: consumers can tell the value's format without parsing it.
+CHANGE_HEADERS: Final = (("content-type", b"application/json"),)
 # A change as it leaves: its input partition, its JSON value, and the change itself.
 Published = tuple[int, bytes, Change]
 
@@ -291,7 +294,7 @@ class SegmentHandler:
         metrics.TRAINER.set(int(self.sync.trainer))
 
     def _message(self, change: Change, value: bytes) -> OutMessage:
-        return OutMessage(self._topic, change.user_id.encode(), value)
+        return change_message(self._topic, change.user_id, value)
 
     def _recover(self, batch: Batch) -> list[OutMessage]:
         """Publish again what the outbox holds from this batch's first offsets on: on the first
@@ -308,9 +311,7 @@ class SegmentHandler:
         values = self._outbox.unpublished(assigned, trim=True)
         values += self._outbox.unpublished(retried, trim=False)
         metrics.CHANGES_REPUBLISHED.inc(len(values))
-        return [
-            OutMessage(self._topic, str(orjson.loads(v)["user_id"]).encode(), v) for v in values
-        ]
+        return [change_message(self._topic, str(orjson.loads(v)["user_id"]), v) for v in values]
 
     def partitions_assigned(self, partitions: Sequence[int]) -> None:
         if self._census is not None:
@@ -346,6 +347,11 @@ class SegmentHandler:
         if self._census is not None:
             self._census.close()
         self.sync.close()
+
+
+def change_message(topic: str, user_id: str, value: bytes) -> OutMessage:
+    """A change as the segments topic carries it: keyed by user, its JSON value typed."""
+    return OutMessage(topic, user_id.encode(), value, list(CHANGE_HEADERS))
 
 
 def _flat(groups: Iterable[list[Published]]) -> Iterator[Published]:

@@ -30,6 +30,7 @@ T0 = 1_764_201_600_000  # 2025-11-27T00:00:00Z
 HOUR_MS = 3_600_000
 VIEWS, SEARCHES, CARTS, PURCHASES = 0, 1, 2, 4
 PAYLOAD_KEYS = {
+    "schema_version",
     "change_id",
     "type",
     "user_id",
