@@ -65,6 +65,8 @@ class Columns:
 
     def matrix(self, states: Sequence[UserState], now: Sequence[int]) -> Matrix:
         """(len(states), len(names)) features, each state read as of its `now`."""
+        if not self.names:
+            return np.zeros((len(states), 0))
         rows = [self._raw(s, t) for s, t in zip(states, now, strict=True)]
         if not rows:
             return np.zeros((0, len(self.names)))

@@ -87,6 +87,17 @@ def model_lease(prefix: str) -> str:
     return f"{model_tag(prefix)}:lease"
 
 
+def audiences(prefix: str) -> str:
+    """String: the audience catalog as JSON (`segments.audiences.Catalog`: version, audiences)."""
+    return f"{prefix}:audiences"
+
+
+def audience_backfill(prefix: str) -> str:
+    """Hash: input partition -> JSON progress of bringing its users' audiences up to the catalog
+    (`version`, `checked` users, `done`), written by the partition's owner."""
+    return f"{prefix}:audiences:backfill"
+
+
 def timers(prefix: str, partition: int) -> str:
     """Sorted set: user -> event time (ms) at which the owner of the partition re-scores them."""
     return f"{prefix}:timers:{partition}"

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from features.columns import Columns, numeric_names
 from features.definitions import DEFAULT_WINDOWS, UserState, Window, catalog
+from segments.audiences import Audiences, Catalog
 from segments.clusterers import squared_distances
 from segments.config import RFM_FEATURES, SegmentConfig
 from segments.policy import (
@@ -41,6 +42,11 @@ SAMPLE_BUCKETS: Final = 1 << 16
 
 SEGMENT: Final = "segment"
 MEMBERSHIP: Final = "membership"
+AUDIENCE: Final = "audience"
+# Why an audience was entered or left besides a scoring's own reasons: the sweep that follows a
+# new catalog version, or the audience's removal.
+BACKFILL: Final = "backfill"
+REMOVED: Final = "removed"
 # The version of the segments topic's value layout (`schemas/`), in every change.
 SCHEMA_VERSION: Final = 1
 # Features whose larger values mean less value (the others, more), for nudging by the margin.
@@ -95,27 +101,35 @@ class Scored:
 class Engine:
     def __init__(self, config: SegmentConfig, windows: Sequence[Window] = DEFAULT_WINDOWS) -> None:
         self.config = config
+        self._windows = tuple(windows)
         self.rules = RuleSet(config.rules, numeric_names(windows))
         model = list(config.features)
         extra = [n for n in (*RFM_FEATURES, *self.rules.features) if n not in model]
-        self.columns = Columns([*model, *dict.fromkeys(extra)], windows)
+        # What a change carries as `features`, whatever audiences read besides.
+        self._published = (*model, *dict.fromkeys(extra))
         # The model's inputs alone (the default ones need no window sums: cheap to check).
         self._model_columns = Columns(model, windows)
         self._d = len(model)
-        index = {n: i for i, n in enumerate(self.columns.names)}
-        self._rfm = [index[n] for n in RFM_FEATURES]
-        self._rule_columns = [index[n] for n in self.rules.features]
         logged = {d.name for d in catalog(windows) if d.logged}
         self._logged = np.array([n in logged for n in model])
         self._label_cut = int(config.label_rate * SAMPLE_BUCKETS)
-        # Multiplies each column to nudge a user's values towards more value (divides: less).
-        margin = 1.0 + config.segment_margin
-        self._nudge = np.array(
-            [1.0 / margin if n in DAY_FEATURES else margin for n in self.columns.names]
-        )
         # The state's epoch (see `stream.service.origin_guard`): part of every change id, so
         # the ids stay unique when a rebuilt state numbers each user's changes from 1 again.
         self.epoch = 0
+        self.set_audiences(Catalog())
+
+    def set_audiences(self, catalog: Catalog) -> None:
+        """Evaluate this catalog's audiences from the next batch on."""
+        self.audiences = Audiences(catalog, self._windows)
+        extra = [n for n in self.audiences.features if n not in self._published]
+        self.columns = Columns([*self._published, *extra], self._windows)
+        self._index = {n: i for i, n in enumerate(self.columns.names)}
+        self._rfm = [self._index[n] for n in RFM_FEATURES]
+        self._rule_columns = [self._index[n] for n in self.rules.features]
+        self._nudge = _nudge(self.columns.names, self.config.segment_margin)
+        # The audiences' features alone, for a sweep's check.
+        self._audience_columns = Columns(self.audiences.features, self._windows)
+        self._audience_nudge = _nudge(self.audiences.features, self.config.segment_margin)
 
     def score(
         self,
@@ -142,14 +156,22 @@ class Engine:
             rfm(params, down[:, self._rfm], self.config.recency_days)[1],
         )
         rules = self._matching_rules(raw, up, down)
-        view = _View(params, scores, near, rules, inputs, raw)
+        view = _View(params, scores, near, rules, inputs, raw[:, : len(self._published)])
         out = Scored()
         cut = int(learn_share * SAMPLE_BUCKETS)
+        records, reasons = [], []
         for i, (user, state) in enumerate(zip(users, states, strict=True)):
             if user in reassign:
-                self._reassign(view, i, user, state, out)
+                records.append(self._reassign(view, i, user, state, out))
+                reasons.append(BACKFILL)
             else:
-                self._decide(view, i, user, state, (now[i], timer[i], cut), out)
+                record, reason = self._decide(view, i, user, state, (now[i], timer[i], cut), out)
+                records.append(record)
+                reasons.append(reason)
+        if self.audiences or any(r.audiences for r in records):
+            found = self._audience_lists((raw, up, down), self._index, records, states)
+            moments = _Moments(users, states, now, reasons)
+            self._settle_audiences(view, moments, records, found, out)
         return out
 
     def moving(
@@ -162,25 +184,133 @@ class Engine:
         """Of these users, those whose cluster `reassign` would move; changes nothing. A sweep
         checks every user, and most stay where they are: a check is one row of a matrix
         product, where a write is a compare-and-set in Redis."""
-        if not users or not params.clusters_ready:
-            return []
+        records = [load(state.segment) for state in states]
+        found = set()
+        if users and params.clusters_ready:
+            found.update(self._cluster_moving(params, users, states, records, now))
+        if self.audiences or any(r.audiences for r in records):
+            members = self.members(states, now, records)
+            found.update(
+                u for u, m, r in zip(users, members, records, strict=True) if m != r.audiences
+            )
+        return [u for u in users if u in found]
+
+    def members(
+        self,
+        states: Sequence[UserState],
+        now: Sequence[int],
+        records: Sequence[Record] | None = None,
+    ) -> list[list[str]]:
+        """The audiences each user would be a member of at `now`, from their stored record
+        (its assignment, and the memberships the margin keeps); changes nothing."""
+        records = records if records is not None else [load(s.segment) for s in states]
+        raw = self._audience_columns.matrix(states, now)
+        triple = (raw, raw * self._audience_nudge, raw / self._audience_nudge)
+        index = {n: i for i, n in enumerate(self.audiences.features)}
+        matching, near = self._audience_lists(triple, index, records, states)
+        return [
+            _members(m, n, r.audiences) for m, n, r in zip(matching, near, records, strict=True)
+        ]
+
+    def _cluster_moving(
+        self,
+        params: Params,
+        users: Sequence[str],
+        states: Sequence[UserState],
+        records: Sequence[Record],
+        now: Sequence[int],
+    ) -> list[str]:
         raw = self._model_columns.matrix(states, now)
         distances = squared_distances(params.standardize(self.inputs(raw)), params.centers)
         clusters = _Nearest(params, distances.argmin(axis=1), distances)
         margin = self.config.cluster_margin
         found = []
-        for i, (user, state) in enumerate(zip(users, states, strict=True)):
-            current = load(state.segment).cluster
+        for i, (user, record) in enumerate(zip(users, records, strict=True)):
+            current = record.cluster
             cluster, distance, current_distance = clusters.of(i, current)
             if next_cluster(current, (cluster, distance), current_distance, margin) != current:
                 found.append(user)
         return found
 
-    def _reassign(self, view: _View, i: int, user: str, state: UserState, out: Scored) -> None:
+    def _audience_lists(
+        self,
+        values: tuple[npt.NDArray[np.float64], ...],
+        index: dict[str, int],
+        records: Sequence[Record],
+        states: Sequence[UserState],
+    ) -> tuple[list[list[str]], list[list[str]]]:
+        """Per user, the audiences matching now, and those matching now or with the values
+        (raw, nudged up, nudged down) nudged either way: membership moves as rules' does."""
+        audiences = self.audiences
+        if not audiences:
+            empty: list[list[str]] = [[] for _ in records]
+            return empty, empty
+
+        def hits(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+            columns = {n: matrix[:, index[n]] for n in audiences.features}
+            return audiences.evaluate(columns, records, states)
+
+        raw, up, down = values
+        now_hits = hits(raw)
+        near = now_hits | hits(up) | hits(down)
+        return _names(now_hits, audiences.names), _names(near, audiences.names)
+
+    def _settle_audiences(
+        self,
+        view: _View,
+        moments: _Moments,
+        records: Sequence[Record],
+        found: tuple[list[list[str]], list[list[str]]],
+        out: Scored,
+    ) -> None:
+        """Move each record's audiences and publish every enter and leave, numbered on from
+        the record's sequence after the scoring's other changes."""
+        matching, near = found
+        for i, record in enumerate(records):
+            members = _members(matching[i], near[i], record.audiences)
+            if members == record.audiences:
+                continue
+            entered = [a for a in members if a not in record.audiences]
+            left = [a for a in record.audiences if a not in members]
+            user = moments.users[i]
+            counts = [(f"audience:{a}", 1) for a in entered] + [(f"audience:{a}", -1) for a in left]
+            out.tallies.setdefault(user, []).extend(counts)
+            record.audiences = members
+            seq = record.seq
+            record.seq += len(entered) + len(left)
+            common = self._common(view, i, user, moments.now[i], moments.reasons[i])
+            for audience, way in [(a, True) for a in entered] + [(a, False) for a in left]:
+                seq += 1
+                out.changes.append(self._audience_change(audience, way, seq, common))
+            moments.states[i].segment = dump(record)
+
+    def _audience_change(
+        self, audience: str, entered: bool, seq: int, common: dict[str, Any]
+    ) -> Change:
+        user, now = common["user_id"], common["event_time_ms"]
+        change_id = self._change_id(user, seq)
+        version = self.audiences.version_of.get(audience)
+        payload = {
+            "change_id": change_id,
+            "type": AUDIENCE,
+            "audience": audience,
+            "entered": entered,
+            # A removed audience's leaves carry the catalog version that removed it.
+            "audience_version": version or self.audiences.catalog.version,
+            **common,
+            "actions": list(self.config.playbook.get(audience, ())) if entered else [],
+        }
+        if version is None:
+            payload["reason"] = REMOVED
+        previous = None if entered else audience
+        return Change(user, change_id, now, previous, audience, payload, now, AUDIENCE)
+
+    def _reassign(self, view: _View, i: int, user: str, state: UserState, out: Scored) -> Record:
         """A user swept after the clusters were placed anew (`stream.service.sweep`): the
         cluster follows the new centres, through the same margin. The segment, the propensity
         and the timers wait for the user's own event or timer, so a sweep publishes no change,
-        and it gives the trainer no sample: samples would move the centres again."""
+        and it gives the trainer no sample: samples would move the centres again. Its
+        audiences are settled with everyone's (a backfill after the catalog changed)."""
         record = load(state.segment)
         cluster = record.cluster
         follow_clusters(record, view.proposal(i, cluster), self.config)
@@ -188,6 +318,7 @@ class Engine:
             out.tallies[user] = moved(record.segment, cluster, record)
         state.segment = dump(record)
         out.due[user] = record.due
+        return record
 
     def inputs(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Model inputs from raw feature values: log1p of counts and money."""
@@ -222,10 +353,12 @@ class Engine:
         state: UserState,
         when: tuple[int, bool, int],
         out: Scored,
-    ) -> None:
+    ) -> tuple[Record, str]:
+        """Score one user; the record as it is now, and why it was scored (as changes say)."""
         now, timer, learn_cut = when
         record = load(state.segment)
         first = record.seq == 0
+        reason = "first_seen" if first else ("timer" if timer else "activity")
         segment, cluster = record.segment, record.cluster
         self._resolve_label(record, state, now, out)
         settled = settle(record, view.proposal(i, record.cluster), self.config, now)
@@ -246,11 +379,11 @@ class Engine:
         if settled.changed or settled.entered or settled.left:
             # The record as it was, decoded again only for the few users who publish a change.
             before = None if first else load(state.segment)
-            reason = "first_seen" if before is None else ("timer" if timer else "activity")
             changes = self._changes(view, i, user, (before, record), settled, now, reason)
             out.changes.extend(changes)
         state.segment = dump(record)
         out.due[user] = record.due
+        return record, reason
 
     def _resolve_label(self, record: Record, state: UserState, now: int, out: Scored) -> None:
         """A purchase inside the horizon marks the snapshot bought; it resolves, either way,
@@ -296,15 +429,7 @@ class Engine:
         segment or band change first, then each rule segment entered, then each left."""
         before, after = records
         seq = after.seq - settled.changed - len(settled.entered) - len(settled.left)
-        common = {
-            "schema_version": SCHEMA_VERSION,
-            "user_id": user,
-            "reason": reason,
-            "model_version": view.params.version,
-            "event_time": datetime.fromtimestamp(now / 1000, UTC).isoformat(),
-            "event_time_ms": now,
-            "features": dict(zip(self.columns.names, view.raw[i].tolist(), strict=True)),
-        }
+        common = self._common(view, i, user, now, reason)
         changes = []
         if settled.changed:
             seq += 1
@@ -341,6 +466,18 @@ class Engine:
                        now, MEMBERSHIP)
             )  # fmt: skip
         return changes
+
+    def _common(self, view: _View, i: int, user: str, now: int, reason: str) -> dict[str, Any]:
+        """What every change of one scoring carries."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "user_id": user,
+            "reason": reason,
+            "model_version": view.params.version,
+            "event_time": datetime.fromtimestamp(now / 1000, UTC).isoformat(),
+            "event_time_ms": now,
+            "features": dict(zip(self._published, view.raw[i].tolist(), strict=True)),
+        }
 
     def _change_id(self, user: str, seq: int) -> str:
         return f"{user}:{self.epoch}:{seq}"
@@ -404,6 +541,27 @@ class _Nearest:
         distances = self._distances[i]
         at = self._row_of.get(current)
         return self._ids[row], distances[row], math.inf if at is None else distances[at]
+
+
+class _Moments(NamedTuple):
+    """The users of one scoring, with what each was scored at and why."""
+
+    users: Sequence[str]
+    states: Sequence[UserState]
+    now: Sequence[int]
+    reasons: Sequence[str]
+
+
+def _members(matching: list[str], near: list[str], previous: list[str]) -> list[str]:
+    """The audiences a user is a member of: those matching now, and those it was in that still
+    match with the values nudged either way, in catalog order."""
+    return [a for a in near if a in matching or a in previous]
+
+
+def _nudge(names: Sequence[str], segment_margin: float) -> npt.NDArray[np.float64]:
+    """Multiplies each column to nudge a user's values towards more value (divides: less)."""
+    margin = 1.0 + segment_margin
+    return np.array([1.0 / margin if n in DAY_FEATURES else margin for n in names])
 
 
 def _names(hits: npt.NDArray[np.bool_], names: Sequence[str]) -> list[list[str]]:

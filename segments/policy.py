@@ -39,6 +39,7 @@ class Record(msgspec.Struct, array_like=True, gc=False):
     candidate_since: int = 0  # event time the candidate was first proposed
     label_hit: bool = False  # a purchase came inside the pending snapshot's horizon
     scored: int = 0  # event time of the last scoring (the propensity's age)
+    audiences: list[str] = msgspec.field(default_factory=list)  # runtime audiences, a member of
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -87,12 +88,14 @@ def band_of(propensity: float, edges: tuple[float, float]) -> str:
 
 
 def counted_in(record: Record) -> list[tuple[str, int]]:
-    """The population tallies a user's record counts in: its segment and its cluster."""
+    """The population tallies a user's record counts in: its segment, its cluster and its
+    audiences."""
     tallies = []
     if record.segment:
         tallies.append((f"segment:{record.segment}", 1))
     if record.cluster >= 0:
         tallies.append((f"cluster:{record.cluster}", 1))
+    tallies += [(f"audience:{audience}", 1) for audience in record.audiences]
     return tallies
 
 

@@ -3,7 +3,9 @@
 A configuration such as ``vip: spend_30d > 500 and orders_30d >= 3; deal_seeker: ...`` holds rules
 separated by ``;`` or newlines, each ``name: expression``. An expression is a small, checked subset
 of Python expression syntax: ``and``/``or``/``not``, comparisons (chains included), ``+ - * /``,
-unary ``-``/``+``, feature names and int/float numbers. It is parsed with `ast` and compiled once
+unary ``-``/``+``, feature names and int/float numbers. A rule set may also know text names
+(``segment == 'Champions'``, ``!=`` too) and set names (``'books' in top_categories``, ``not in``
+too), which take quoted strings. It is parsed with `ast` and compiled once
 into two closure trees, never handed to ``eval``: one over numpy columns for a whole batch of users
 (`RuleSet.evaluate`) and one over plain floats for a single user (`RuleSet.matching`). Both follow
 IEEE double arithmetic, with one exception shared by both: dividing by zero gives 0.0, so a ratio
@@ -64,12 +66,21 @@ def parse_rules(text: str) -> tuple[Rule, ...]:
 class RuleSet:
     """Rules compiled for vectorized evaluation over a batch and for one user at a time."""
 
-    def __init__(self, rules: Sequence[Rule], known: Collection[str]) -> None:
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        known: Collection[str],
+        *,
+        text: Collection[str] = (),
+        sets: Collection[str] = (),
+    ) -> None:
         _check_names(rules)
-        known_names = frozenset(known)
-        compiled = [_Compiler(rule, known_names).compile() for rule in rules]
+        names = _Names(frozenset(known), frozenset(text), frozenset(sets))
+        compiled = [_Compiler(rule, names).compile() for rule in rules]
         self.names: tuple[str, ...] = tuple(rule.name for rule in rules)
         self.features: tuple[str, ...] = tuple(sorted(set().union(*(c.features for c in compiled))))
+        # The text and set names the rules read: `evaluate` takes them as object columns.
+        self.context: tuple[str, ...] = tuple(sorted(set().union(*(c.context for c in compiled))))
         self._vector = tuple(c.vector for c in compiled)
         self._scalar = tuple(c.scalar for c in compiled)
 
@@ -80,6 +91,7 @@ class RuleSet:
         (n,). When the rules use no feature, n is taken from any column given (0 if none).
         """
         data = {name: np.asarray(columns[name], dtype=np.float64) for name in self.features}
+        data |= {name: np.asarray(columns[name], dtype=object) for name in self.context}
         out = np.empty((_rows(data, columns), len(self.names)), dtype=np.bool_)
         # Overflow and inf - inf give inf and nan silently, as Python floats do in `matching`.
         with np.errstate(all="ignore"):
@@ -147,6 +159,15 @@ class _Compiled:
     vector: _VectorCondition
     scalar: _ScalarCondition
     features: frozenset[str]
+    context: frozenset[str]
+
+
+class _Names(NamedTuple):
+    """What a rule may name: numeric features, text values and sets of strings."""
+
+    numbers: frozenset[str]
+    text: frozenset[str]
+    sets: frozenset[str]
 
 
 def _vector_divide(left: _Vector, right: _Vector) -> _Vector:
@@ -211,14 +232,17 @@ _CONSTRUCTS: Final[dict[type[ast.AST], str]] = {
 class _Compiler:
     """Checks one rule's syntax tree and builds its closures, collecting the features it reads."""
 
-    def __init__(self, rule: Rule, known: frozenset[str]) -> None:
+    def __init__(self, rule: Rule, names: _Names) -> None:
         self._rule = rule
-        self._known = known
+        self._names = names
+        self._known = names.numbers
         self._features: set[str] = set()
+        self._context: set[str] = set()
 
     def compile(self) -> _Compiled:
         condition = self._condition(_parse(self._rule))
-        return _Compiled(condition.vector, condition.scalar, frozenset(self._features))
+        features, context = frozenset(self._features), frozenset(self._context)
+        return _Compiled(condition.vector, condition.scalar, features, context)
 
     def _error(self, problem: str) -> RuleError:
         return RuleError(f"rule {self._rule.name!r}: {problem}")
@@ -266,6 +290,9 @@ class _Compiler:
         return _any_of(parts)
 
     def _compare(self, node: ast.Compare) -> _Condition:
+        special = self._text_test(node) or self._set_test(node)
+        if special is not None:
+            return special
         tests = []
         for op in node.ops:
             if type(op) not in _COMPARISONS:
@@ -274,6 +301,50 @@ class _Compiler:
             tests.append(_COMPARISONS[type(op)])
         operands = [self._number(operand) for operand in [node.left, *node.comparators]]
         return _chain(tests, operands)
+
+    def _text_test(self, node: ast.Compare) -> _Condition | None:
+        """`segment == 'Champions'` (or the name on the right; `!=` too), else None."""
+        if len(node.ops) != 1 or not isinstance(node.ops[0], ast.Eq | ast.NotEq):
+            return None
+        pair = [node.left, node.comparators[0]]
+        names = [n.id for n in pair if isinstance(n, ast.Name) and n.id in self._names.text]
+        if not names:
+            return None
+        wanted = self._quoted([n for n in pair if not isinstance(n, ast.Name)], node, names[0])
+        name = names[0]
+        self._context.add(name)
+        test = _Condition(
+            lambda columns: np.asarray(columns[name] == wanted, dtype=np.bool_),
+            lambda values: values[name] == wanted,  # type: ignore[comparison-overlap]
+        )
+        return _negate(test) if isinstance(node.ops[0], ast.NotEq) else test
+
+    def _set_test(self, node: ast.Compare) -> _Condition | None:
+        """`'books' in top_categories` (`not in` too), else None."""
+        in_test = len(node.ops) == 1 and isinstance(node.ops[0], ast.In | ast.NotIn)
+        if not in_test or not self._names.sets:
+            return None
+        right = node.comparators[0]
+        if not isinstance(right, ast.Name) or right.id not in self._names.sets:
+            sets = ", ".join(sorted(self._names.sets))
+            msg = f"'in' needs a set on its right ({sets}): {self._text(node)!r}"
+            raise self._error(msg)
+        name = right.id
+        wanted = self._quoted([node.left], node, name)
+        self._context.add(name)
+
+        def vector(columns: _Columns) -> _Mask:
+            return np.fromiter((wanted in s for s in columns[name]), np.bool_, len(columns[name]))
+
+        test = _Condition(vector, lambda values: wanted in values[name])  # type: ignore[operator]
+        return _negate(test) if isinstance(node.ops[0], ast.NotIn) else test
+
+    def _quoted(self, nodes: Sequence[ast.expr], node: ast.Compare, name: str) -> str:
+        match nodes:
+            case [ast.Constant(value=str() as value)]:
+                return value
+        msg = f"{name!r} is compared with a quoted name only, as in {name} == 'x': "
+        raise self._error(msg + repr(self._text(node)))
 
     def _arithmetic(self, node: ast.BinOp) -> _Number:
         if type(node.op) not in _ARITHMETIC:
@@ -288,6 +359,10 @@ class _Compiler:
 
     def _feature(self, node: ast.Name) -> _Number:
         name = node.id
+        if name in self._names.text or name in self._names.sets:
+            how = f"{name} == 'x'" if name in self._names.text else f"'x' in {name}"
+            msg = f"{name!r} is not a number: use it as {how}"
+            raise self._error(msg)
         if name not in self._known:
             close = difflib.get_close_matches(name, sorted(self._known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

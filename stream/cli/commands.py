@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import orjson
 from confluent_kafka import Producer
@@ -18,6 +18,7 @@ from stream.errors import ConfigError
 from stream.settings import Settings, producer_config
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Result = TypeVar("Result")
 
 
 def print_json(data: object) -> None:
@@ -414,6 +415,99 @@ def cmd_model_reset(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def register_audience(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "audience",
+        parents=[common],
+        help="audiences defined at runtime: add, list, show, remove, preview",
+        description=(
+            "An audience is a named condition over the features, segment, cluster, propensity"
+            " and categories, e.g. \"propensity > 0.6 and 'books' in top_categories\". Running"
+            " instances follow a change within seconds, backfill the existing users and publish"
+            " every enter and leave on the segments topic."
+        ),
+    )
+    actions = p.add_subparsers(dest="audience_action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", parents=[common], help="add an audience; it is backfilled")
+    add.add_argument("name")
+    add.add_argument("condition")
+    add.add_argument("--wait", type=_positive_float, metavar="SECONDS",
+                     help="wait up to SECONDS for the backfill, showing progress")  # fmt: skip
+    add.set_defaults(command=cmd_audience_add)
+    remove = actions.add_parser("remove", parents=[common], help="remove; members' leaves go out")
+    remove.add_argument("name")
+    remove.add_argument("--wait", type=_positive_float, metavar="SECONDS",
+                        help="wait up to SECONDS for the leaves, showing progress")  # fmt: skip
+    remove.set_defaults(command=cmd_audience_remove)
+    listing = actions.add_parser("list", parents=[common], help="every audience with its size")
+    listing.set_defaults(command=cmd_audience_list)
+    show = actions.add_parser("show", parents=[common], help="one audience and its backfill")
+    show.add_argument("name")
+    show.set_defaults(command=cmd_audience_show)
+    preview = actions.add_parser(
+        "preview", parents=[common], help="estimate a condition's size from a sample of users"
+    )
+    preview.add_argument("condition")
+    preview.add_argument("--sample", type=_positive_int, default=2_000,
+                         help="users sampled (default 2000)")  # fmt: skip
+    preview.set_defaults(command=cmd_audience_preview)
+
+
+def _audience_call(call: Callable[[], Result]) -> Result:
+    """A bad name or condition is a bad argument (exit 2), named in the message."""
+    from segments.audiences import AudienceError
+
+    try:
+        return call()
+    except AudienceError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def cmd_audience_add(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.admin import audiences
+
+    result = _audience_call(lambda: audiences.add(settings, args.name, args.condition))
+    if args.wait:
+        result["backfill"] = audiences.wait_backfill(settings, result["catalog_version"], args.wait)
+    print_json(result)
+    return 0
+
+
+def cmd_audience_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.admin import audiences
+
+    result = _audience_call(lambda: audiences.remove(settings, args.name))
+    if args.wait:
+        result["backfill"] = audiences.wait_backfill(settings, result["catalog_version"], args.wait)
+    print_json(result)
+    return 0
+
+
+def cmd_audience_list(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.admin import audiences
+
+    print_json(audiences.listing(settings))
+    return 0
+
+
+def cmd_audience_show(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.admin import audiences
+
+    found = audiences.show(settings, args.name)
+    if found is None:
+        print(f"segstream audience: no audience {args.name!r}", file=sys.stderr)
+        return 1
+    print_json(found)
+    return 0
+
+
+def cmd_audience_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.admin import audiences
+
+    print_json(_audience_call(lambda: audiences.preview(settings, args.condition, args.sample)))
+    return 0
+
+
 REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_run,
     register_recover,
@@ -425,5 +519,6 @@ REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_bench,
     register_evaluate,
     register_model,
+    register_audience,
     register_check,
 ]

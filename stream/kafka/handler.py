@@ -111,6 +111,11 @@ class BatchHandler(Protocol):
         """Offsets up to these (exclusive) are committed; what they cover may be forgotten."""
         ...
 
+    def busy(self) -> bool:
+        """Whether the handler has work of its own between records (the loop then hands it
+        an empty batch)."""
+        ...
+
 
 class NullHandler:
     """Applies nothing: the bare loop (validation, dead letters, checkpoints) and its benchmark."""
@@ -132,6 +137,9 @@ class NullHandler:
 
     def committed(self, next_offsets: dict[int, int]) -> None:
         return None
+
+    def busy(self) -> bool:
+        return False
 
 
 H = TypeVar("H", bound=BatchHandler)
@@ -157,3 +165,6 @@ class Passthrough(Generic[H]):
 
     def committed(self, next_offsets: dict[int, int]) -> None:
         self.inner.committed(next_offsets)
+
+    def busy(self) -> bool:
+        return self.inner.busy()

@@ -197,6 +197,8 @@ class Loop:
                     self.summary.first_record_s = self._last_activity - self._started
                 self._process(messages, self._last_activity)
                 self.summary.busy_s = time.monotonic() - self._started - self.summary.first_record_s
+            elif self._owned and not self._unchecked and self._retry("handle", self._handler.busy):
+                self._handle_between_records()
             elif until_idle is not None and self._idle_for() >= until_idle:
                 self._stop_if_drained(until_idle)
             self._align()
@@ -284,6 +286,14 @@ class Loop:
         metrics.BATCH_SIZE.observe(len(records))
         self._handle(valid, events)
         self._track(records, consumed_at)
+
+    def _handle_between_records(self) -> None:
+        """The handler's own work while no record comes (a backfill), as an empty batch; what
+        it returns is published like a batch's."""
+        batch = Batch(topic=self._topic, events=[], partitions=[], offsets=[])
+        outcome = self._retry("handle", lambda: self._handler.handle(batch))
+        for message in outcome.messages:
+            self._retry("produce", lambda m=message: self._publisher.produce(m))  # type: ignore[misc]
 
     def _handle(self, valid: list[Message], events: list[Event]) -> None:
         if not events:

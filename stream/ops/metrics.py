@@ -213,6 +213,20 @@ MEMBERSHIP_CHANGES = Counter(
 CHANGES_REPUBLISHED = Counter(
     "segstream_changes_republished", "Changes published again from the outbox after a takeover"
 )
+AUDIENCE_CHANGES = Counter(
+    "segstream_audience_changes",
+    "Audiences entered and left (audience names are bounded: at most 64 at a time)",
+    ["audience", "change"],
+)
+AUDIENCE_USERS = Gauge(
+    "segstream_audience_users",
+    "Members of this audience, over all instances (read from Redis)",
+    ["audience"],
+)
+AUDIENCE_BACKFILL_USERS = Counter(
+    "segstream_audience_backfill_users",
+    "Users checked by this instance for a new audience catalog version (the backfill's progress)",
+)
 SEGMENT_USERS = Gauge(
     "segstream_segment_users",
     "Users whose current segment is this one, over all instances (read from Redis)",
@@ -248,7 +262,17 @@ def _start_at_zero() -> None:
     nothing, before the first error."""
     for step in ("handle", "produce", "commit", "origin"):
         RETRIES.labels(step)
-    for call in ("read", "write", "store", "timers", "outbox", "model", "population", "origin"):
+    for call in (
+        "read",
+        "write",
+        "store",
+        "timers",
+        "outbox",
+        "model",
+        "population",
+        "origin",
+        "audiences",
+    ):
         REDIS_ERRORS.labels(call)
     for kind in ("assign", "revoke", "lost"):
         REBALANCES.labels(kind)

@@ -32,7 +32,7 @@ class Census:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._owned: set[int] = set()
-        self._shown: dict[str, set[str]] = {"segment": set(), "cluster": set()}
+        self._shown: dict[str, set[str]] = {"segment": set(), "cluster": set(), "audience": set()}
 
     def own(self, partitions: Sequence[int]) -> None:
         self._owned.update(partitions)
@@ -73,12 +73,17 @@ class Census:
         metrics.TIMERS_PENDING.set(sum(pending))
 
     def _show(self, tallies: dict[bytes, bytes]) -> None:
-        seen: dict[str, dict[str, int]] = {"segment": {}, "cluster": {}}
+        seen: dict[str, dict[str, int]] = {"segment": {}, "cluster": {}, "audience": {}}
         for raw_field, raw_count in tallies.items():
             kind, _, name = raw_field.decode().partition(":")
             if kind in seen:
                 seen[kind][name] = int(raw_count)
-        for kind, gauge in (("segment", metrics.SEGMENT_USERS), ("cluster", metrics.CLUSTER_USERS)):
+        gauges = (
+            ("segment", metrics.SEGMENT_USERS),
+            ("cluster", metrics.CLUSTER_USERS),
+            ("audience", metrics.AUDIENCE_USERS),
+        )
+        for kind, gauge in gauges:
             for name, count in seen[kind].items():
                 gauge.labels(name).set(count)
             # A name no longer in the tallies (config changed) stops being exported.

@@ -28,11 +28,12 @@ from features.definitions import Rules
 from features.errors import ConflictError, ScriptsReloadedError, StoreUnavailableError
 from features.events import Event, InvalidEvent
 from features.store import MAX_CONFLICT_ROUNDS, Applied, Around, FeatureStore, Folded, conflict
-from segments.engine import MEMBERSHIP, Change, Engine, Label, Scored
+from segments.engine import MEMBERSHIP, SEGMENT, Change, Engine, Label, Scored
 from segments.validation import LiveQuality
 from stream.errors import TransientError
 from stream.kafka.handler import Batch, Origin, Outcome, OutMessage, Rejection
 from stream.ops import metrics
+from stream.service.audience_catalog import AudienceCatalog
 from stream.service.census import Census
 from stream.service.model_sync import ModelSync
 from stream.service.origin_guard import OriginGuard
@@ -79,6 +80,7 @@ class SegmentHandler:
         census: Census | None = None,
         pseudonymize: Callable[[str], str] | None = None,
         guard: OriginGuard | None = None,
+        audiences: AudienceCatalog | None = None,
     ) -> None:
         self.store = store
         self.store.observe = _observe_redis
@@ -92,6 +94,10 @@ class SegmentHandler:
         self._pseudonymize = pseudonymize
         # None for offline drivers (evaluate, tests) that hand batches over without a broker.
         self._guard = guard
+        self._audiences = audiences
+        # Per owned partition, an offset at or below the next one the group will commit: a
+        # change decided without an event of the partition goes into its outbox there.
+        self._positions: dict[int, int] = {}
         self._recovering: set[int] = set()  # newly assigned: publish the previous owner's rest
         self._retrying: set[int] = set()  # a failed attempt left entries of this batch
         self.quality = LiveQuality()
@@ -137,7 +143,9 @@ class SegmentHandler:
     def _moment(self, batch: Batch) -> Outcome:
         """One moment of a batch: every step of the service, in order."""
         store = self.store
-        self.sync.refresh()  # 1. the trainer's lease renewed, a newer model version loaded
+        # 1. the audiences; with events, the trainer's lease and a newer model version (between
+        # records an instance neither takes the lease nor learns: it only works off its sweep)
+        self._refresh(model=bool(batch.events))
         events = private(batch.events, self._pseudonymize)
         decisions = self._decisions(events, batch)  # 2. timers due now, users swept
         due = list(decisions.due)
@@ -154,21 +162,39 @@ class SegmentHandler:
         self._after(stored.applied, decisions)  # 4. timers of gone users, learning, metrics
         return self._outcome(events, stored.applied, decisions)  # 5. changes, late events
 
+    def busy(self) -> bool:
+        """Whether there is work without events: a sweep or a backfill under way. The loop
+        then hands over an empty batch between records."""
+        self._refresh(model=False)
+        self._follow_sweep()
+        return self._sweep.active
+
+    def _refresh(self, *, model: bool) -> None:
+        if model:
+            self.sync.refresh()
+        catalog = self._audiences.refresh() if self._audiences is not None else None
+        if catalog is not None:
+            self.engine.set_audiences(catalog)
+
+    def _follow_sweep(self) -> None:
+        self._sweep.follow(self.sync.params.placement, self.engine.audiences.catalog.version)
+
     def _decisions(self, events: Sequence[Event], batch: Batch) -> _Decisions:
         marks = self._watermarks_after(events, batch.partitions)
         users = {e.user_id for e in events}
         due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
         swept = self._swept(users | due.keys())
-        decisions = _Decisions(due | swept, _last_offsets(batch), set(swept), watermarks=marks)
+        offsets = self._positions | _last_offsets(batch)
+        decisions = _Decisions(due | swept, offsets, set(swept), watermarks=marks)
         decisions.learn_share = self.sync.learn_share(len(users) + len(due))
         return decisions
 
     def _swept(self, busy: set[str]) -> dict[str, int]:
-        """The next users of a sweep (user -> partition) whose cluster moves, checked at their
-        partition's watermark, whether the batch has events of it or not; those the batch
-        scores anyway are left to it."""
+        """The next users of a sweep (user -> partition) whose cluster or audiences move,
+        checked at their partition's watermark, whether the batch has events of it or not;
+        those the batch scores anyway are left to it."""
         params = self.sync.params
-        self._sweep.follow(params.placement)
+        self._follow_sweep()
         candidates = {u: p for u, p in self._sweep.due().items() if u not in busy}
         if not candidates:
             return {}
@@ -253,7 +279,10 @@ class SegmentHandler:
         """Work after the batch is stored; it must not fail the batch, whose changes are only
         returned once this is done."""
         scored = {u: v for u, v in decisions.scored.items() if u in applied.states}
+        for partition, offset in decisions.last_offsets.items():
+            self._positions[partition] = max(offset, self._positions.get(partition, 0))
         try:
+            self._sweep.done()
             # A due user without a state now (erased, expired) needs no timer any more.
             gone = ((p, u, 0) for u, p in decisions.due.items() if u not in applied.states)
             self._timers.schedule(gone)
@@ -278,16 +307,18 @@ class SegmentHandler:
         metrics.USERS_SCORED.labels("timer").inc(timers)
         metrics.USERS_SCORED.labels("event").inc(scored - len(due))
         moves: Counter[tuple[str, str]] = Counter()
-        memberships: Counter[tuple[str, str]] = Counter()
+        memberships: Counter[tuple[str, str, str]] = Counter()
         for change in self.decided:
-            if change.kind == MEMBERSHIP:
-                memberships[change.current, "left" if change.previous else "entered"] += 1
-            else:
+            if change.kind == SEGMENT:
                 moves[change.previous or "(new)", change.current] += 1
+            else:
+                way = "left" if change.previous else "entered"
+                memberships[change.kind, change.current, way] += 1
         for (before, after), count in moves.items():
             metrics.SEGMENT_CHANGES.labels(before, after).inc(count)
-        for (rule, way), count in memberships.items():
-            metrics.MEMBERSHIP_CHANGES.labels(rule, way).inc(count)
+        for (kind, name, way), count in memberships.items():
+            counter = metrics.MEMBERSHIP_CHANGES if kind == MEMBERSHIP else metrics.AUDIENCE_CHANGES
+            counter.labels(name, way).inc(count)
         if self.quality.both_outcomes():
             metrics.PROPENSITY_AUC.set(self.quality.roc_auc())
             metrics.PROPENSITY_LOG_LOSS.set(self.quality.mean_log_loss())
@@ -327,12 +358,16 @@ class SegmentHandler:
         self.store.partitions_revoked(partitions)
         self._timers.forget(partitions)
         self._sweep.partitions_revoked(partitions)
+        for partition in partitions:
+            self._positions.pop(partition, None)
         self._recovering.difference_update(partitions)
         self._retrying.difference_update(partitions)
         if self._guard is not None:
             self._guard.forget(partitions)
 
     def check_origin(self, origin: Origin) -> None:
+        for partition in origin.assigned:
+            self._positions[partition] = origin.committed.get(partition, 0)
         if self._guard is not None:
             self.engine.epoch = self._guard.check(origin)
 
@@ -341,6 +376,8 @@ class SegmentHandler:
             self._guard.record(next_offsets)
 
     def committed(self, next_offsets: dict[int, int]) -> None:
+        for partition, offset in next_offsets.items():
+            self._positions[partition] = max(offset, self._positions.get(partition, 0))
         self._outbox.committed(next_offsets)
 
     def close(self) -> None:

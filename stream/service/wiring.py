@@ -15,6 +15,7 @@ from segments.fingerprint import fingerprint
 from segments.model import Model
 from stream.errors import ConfigError, TransientError
 from stream.ops.health import Health
+from stream.service.audience_catalog import AudienceCatalog
 from stream.service.census import Census
 from stream.service.model_store import ModelStore
 from stream.service.model_sync import ModelSync
@@ -116,4 +117,5 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         census=census,
         pseudonymize=pseudonymizer(settings),
         guard=OriginGuard(client, settings.key_prefix),
+        audiences=AudienceCatalog(client, settings.key_prefix, segments.refresh_interval_s),
     )

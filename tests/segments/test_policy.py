@@ -797,10 +797,12 @@ def test_a_record_survives_its_encoding() -> None:
 
 
 def test_new_fields_are_encoded_last() -> None:
-    """`candidate_since`, `label_hit`, then `scored`: appended, so older records still load."""
-    encoded = msgspec.msgpack.decode(dump(Record(candidate_since=L, label_hit=True, scored=L + 1)))
-    assert encoded[-3:] == [L, True, L + 1]
-    assert len(encoded) == len(COMMITTED_LAYOUT) + 3
+    """`candidate_since`, `label_hit`, `scored`, then `audiences`: appended, so older records
+    still load."""
+    record = Record(candidate_since=L, label_hit=True, scored=L + 1, audiences=["a"])
+    encoded = msgspec.msgpack.decode(dump(record))
+    assert encoded[-4:] == [L, True, L + 1, ["a"]]
+    assert len(encoded) == len(COMMITTED_LAYOUT) + 4
 
 
 # The record layout of commit e809358 (before the dwell): array_like encodes fields by position.

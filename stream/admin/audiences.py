@@ -1,0 +1,188 @@
+"""`segstream audience add | list | show | remove | preview`: audiences as an operator runs them.
+
+The commands change the catalog in Redis (`stream.service.audience_catalog`); running instances
+follow it within a refresh interval and backfill the existing users at a bounded rate. Member
+counts are the tallies that move with every user's write; the backfill's progress is what each
+partition's owner records (`stream.service.sweep`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Final
+
+import redis
+
+from features import keys
+from segments.audiences import Audience, Catalog
+from segments.engine import Engine
+from stream.service.audience_catalog import AudienceCatalog
+from stream.service.wiring import feature_store, redis_client
+from stream.settings import Settings
+
+PREVIEW_SAMPLE: Final = 2_000
+# 95% of samples fall within this many standard errors of the true share.
+Z95: Final = 1.96
+
+
+def add(settings: Settings, name: str, condition: str) -> dict[str, Any]:
+    """Add an audience; the running service backfills it over the existing users."""
+    windows = settings.features.rules().windows
+    catalog = _catalog(settings).change(lambda c: c.adding(name, condition, windows))
+    added = catalog.audiences[-1]  # `adding` puts it last
+    return {"added": _describe(added), "catalog_version": catalog.version}
+
+
+def remove(settings: Settings, name: str) -> dict[str, Any]:
+    """Remove an audience; the running service publishes its members' leaves."""
+    catalog = _catalog(settings).change(lambda c: c.removing(name))
+    return {"removed": name, "catalog_version": catalog.version}
+
+
+def listing(settings: Settings) -> dict[str, Any]:
+    catalog = _catalog(settings).load()
+    client = redis_client(settings)
+    members = _members(client, settings.key_prefix, [a.name for a in catalog.audiences])
+    return {
+        "catalog_version": catalog.version,
+        "audiences": [{**_describe(a), "members": members[a.name]} for a in catalog.audiences],
+        "backfill": backfill(settings, catalog.version),
+    }
+
+
+def show(settings: Settings, name: str) -> dict[str, Any] | None:
+    """One audience with its member count and the backfill's progress; None if unknown."""
+    catalog = _catalog(settings).load()
+    audience = catalog.named(name)
+    if audience is None:
+        return None
+    client = redis_client(settings)
+    members = _members(client, settings.key_prefix, [name])[name]
+    return {
+        **_describe(audience),
+        "members": members,
+        "catalog_version": catalog.version,
+        "backfill": backfill(settings, catalog.version),
+    }
+
+
+def backfill(settings: Settings, version: int) -> dict[str, Any]:
+    """How far the owners of the partitions brought their users up to catalog `version`:
+    partitions done, users checked of the users stored."""
+    progress = _catalog(settings).progress()
+    users = _users_by_partition(redis_client(settings), settings.key_prefix)
+    done = [
+        p for p in users if (got := progress.get(p)) and got["version"] == version and got["done"]
+    ]
+    checked = sum(
+        min(got["checked"], users[p])
+        for p in users
+        if (got := progress.get(p)) and got["version"] == version
+    )
+    return {
+        "partitions": len(users),
+        "partitions_done": len(done),
+        "users": sum(users.values()),
+        "users_checked": checked,
+        "complete": len(done) == len(users),
+    }
+
+
+def wait_backfill(settings: Settings, version: int, timeout_s: float) -> dict[str, Any]:
+    """Wait until every partition's users are up to catalog `version`, with progress on stderr;
+    the last progress, `complete` false when the time ran out (is the service running?)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = backfill(settings, version)
+        print(
+            f"\rbackfill: {state['partitions_done']}/{state['partitions']} partitions,"
+            f" {state['users_checked']:,}/{state['users']:,} users checked",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+        if state["complete"] or time.monotonic() >= deadline:
+            print(file=sys.stderr)
+            return state
+        time.sleep(0.5)
+
+
+def preview(settings: Settings, condition: str, sample: int = PREVIEW_SAMPLE) -> dict[str, Any]:
+    """The estimated size of an audience with this condition, from a uniform sample of the
+    stored users, evaluated as the service would; nothing is changed."""
+    windows = settings.features.rules().windows
+    catalog = Catalog().adding("preview", condition, windows)
+    engine = Engine(settings.segments.config(keep_days=settings.features.ttl_days), windows)
+    engine.set_audiences(catalog)
+    client = redis_client(settings)
+    users = _users_by_partition(client, settings.key_prefix)
+    total = sum(users.values())
+    sampled = _sample(client, settings.key_prefix, users, sample)
+    store = feature_store(settings, client)
+    states = store.peek(sampled)
+    marks = store.stored_watermarks()
+    now = [marks.get(s.partition, s.last_seen) for s in states.values()]
+    members = engine.members(list(states.values()), now)
+    matching = sum(1 for m in members if m)
+    return {"condition": condition.strip(), **_estimate(matching, len(states), total)}
+
+
+def _estimate(matching: int, sampled: int, total: int) -> dict[str, Any]:
+    """The share with a 95% interval (normal approximation, with the finite population
+    correction: a sample of every user has no error)."""
+    share = matching / sampled if sampled else 0.0
+    correction = math.sqrt(max(0.0, (total - sampled) / (total - 1))) if total > 1 else 0.0
+    error = Z95 * math.sqrt(share * (1 - share) / sampled) * correction if sampled else 0.0
+    return {
+        "users": total,
+        "sampled": sampled,
+        "matching": matching,
+        "share": round(share, 4),
+        "estimated_members": round(share * total),
+        "low": max(0, math.floor((share - error) * total)),
+        "high": min(total, math.ceil((share + error) * total)),
+    }
+
+
+def _sample(client: redis.Redis, prefix: str, users: dict[int, int], size: int) -> list[str]:
+    """About `size` distinct users, each partition's share by its user count (ZRANDMEMBER)."""
+    total = sum(users.values())
+    if not total:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for partition, count in users.items():
+        pipe.zrandmember(keys.timers(prefix, partition), max(1, round(size * count / total)))
+    return [user.decode() for found in pipe.execute() for user in found or []]
+
+
+def _users_by_partition(client: redis.Redis, prefix: str) -> dict[int, int]:
+    """Stored users per input partition: every user with a state has a timer there. The
+    partitions are the events topic's, as the service recorded it (else found by SCAN)."""
+    count = client.hget(keys.origin(prefix), "partitions")
+    if count is not None:
+        partitions = list(range(int(count)))
+    else:
+        pattern = keys.timers(prefix, 0)[:-1] + "*"
+        found = client.scan_iter(match=pattern, count=1_000)
+        partitions = sorted(int(key.decode().rsplit(":", 1)[1]) for key in found)
+    pipe = client.pipeline(transaction=False)
+    for partition in partitions:
+        pipe.zcard(keys.timers(prefix, partition))
+    return dict(zip(partitions, pipe.execute(), strict=True))
+
+
+def _members(client: redis.Redis, prefix: str, names: list[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    counts = client.hmget(keys.tallies(prefix), [f"audience:{n}" for n in names])
+    return {n: int(c or 0) for n, c in zip(names, counts, strict=True)}
+
+
+def _describe(audience: Audience) -> dict[str, Any]:
+    return {"name": audience.name, "condition": audience.condition, "version": audience.version}
+
+
+def _catalog(settings: Settings) -> AudienceCatalog:
+    return AudienceCatalog(redis_client(settings), settings.key_prefix)
