@@ -12,7 +12,7 @@ def user_tag(user_id: str) -> str:
 
 
 def state(prefix: str, user_id: str) -> str:
-    """Hash: `v` (version, bumped by every write) and `s` (msgpack `UserState`)."""
+    """String: a 10-digit version (bumped by every write), then the msgpack `UserState`."""
     return f"{prefix}:{user_tag(user_id)}"
 
 
@@ -36,6 +36,13 @@ def origin(prefix: str) -> str:
     and per input partition `next:<p>`, the offset the group was about to commit (raised
     before every commit), so a Redis that lost state is told apart from a fresh one."""
     return f"{prefix}:origin"
+
+
+def layout(prefix: str) -> str:
+    """String: JSON saying how users' states are stored and their features computed (format,
+    windows, buckets, field orders; `features.layout.Layout`), written by every instance at
+    start, so a reader with only the Redis URL and the prefix can compute features."""
+    return f"{prefix}:layout"
 
 
 def tallies(prefix: str) -> str:

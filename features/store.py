@@ -41,6 +41,7 @@ from features.definitions import (
 )
 from features.errors import ConflictError, ScriptsReloadedError, StoreUnavailableError
 from features.events import Event
+from features.layout import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -520,7 +521,7 @@ class FeatureStore:
                     yield user, _cached(value).state
 
     def describe(self, user_id: str, state: UserState, marks: dict[int, int]) -> dict[str, Any]:
-        now = marks.get(state.partition, state.last_seen)
+        now = as_of(state, marks)
         features: dict[str, Value] = compute_features(state, now, self.rules.windows)
         # The layers above read their own record (opaque here) from `segment`.
         return {"user_id": user_id, "as_of": now, "features": features, "segment": state.segment}
@@ -551,15 +552,62 @@ class FeatureStore:
     def is_erased(self, user_id: str) -> bool:
         return bool(self._call(self._redis.exists, keys.erased(self._prefix, user_id)))
 
+    def publish_layout(self, layout: Layout) -> bytes | None:
+        """Write the layout record readers compute features with (`features.layout`); a plain
+        SET, so every start may write it. Returns the record stored before, if any."""
+        key = keys.layout(self._prefix)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.set(key, layout.encode())
+        before, _ = self._call(pipe.execute)
+        return before or None
+
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-            msg = f"redis unavailable: {exc}"
-            raise StoreUnavailableError(msg) from exc
-        except redis.ResponseError as exc:
-            msg = f"redis refused a call: {exc}"
-            raise StoreUnavailableError(msg) from exc
+        return guarded(fn, *args, **kwargs)
+
+
+class Read(NamedTuple):
+    """What `read_users` found: the layout record (None: there is none), each user's state in
+    the order asked (None: unknown or erased), and the partitions' watermarks."""
+
+    layout: bytes | None
+    states: list[UserState | None]
+    watermarks: dict[int, int]
+
+
+def read_users(client: redis.Redis, prefix: str, users: Sequence[str]) -> Read:
+    """Users' states for a reader that holds no store, in one round trip: the layout record,
+    every user's state and erasure marker (one MGET; the users' keys lie in different Redis
+    Cluster slots, so this needs a plain Redis, as the service does), and the watermarks."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.layout(prefix))
+    pipe.mget(
+        [key for user in users for key in (keys.state(prefix, user), keys.erased(prefix, user))]
+    )
+    pipe.hgetall(keys.watermarks(prefix))
+    layout, values, marks = guarded(pipe.execute)
+    states = [
+        None if erased or not value else _cached(value).state
+        for value, erased in zip(values[::2], values[1::2], strict=True)
+    ]
+    return Read(layout, states, {int(p): int(ms) for p, ms in marks.items()})
+
+
+def as_of(state: UserState, marks: dict[int, int]) -> int:
+    """The event time a stored user's features are read at: their partition's watermark."""
+    return marks.get(state.partition, state.last_seen)
+
+
+def guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call redis-py; a Redis that does not answer or refuses raises StoreUnavailableError."""
+    try:
+        return fn(*args, **kwargs)
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+        msg = f"redis unavailable: {exc}"
+        raise StoreUnavailableError(msg) from exc
+    except redis.ResponseError as exc:
+        msg = f"redis refused a call: {exc}"
+        raise StoreUnavailableError(msg) from exc
 
 
 def redis_address(client: redis.Redis) -> str:

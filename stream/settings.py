@@ -215,6 +215,14 @@ class MetricsSettings(BaseModel):
     kafka_silence_s: float = Field(30.0, gt=0)
 
 
+class ApiSettings(BaseModel):
+    model_config = _frozen()
+
+    # `GET /v1/users/{id}` on the metrics port: a user's segment and features. Off unless asked
+    # for: the metrics port is often reachable from more places than user data should be.
+    enabled: bool = False
+
+
 class LogSettings(BaseModel):
     model_config = _frozen()
 
@@ -238,6 +246,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)

@@ -12,6 +12,7 @@ from confluent_kafka import Producer
 from features.definitions import UserState
 from features.store import FeatureStore
 from segments import policy
+from stream.client import view_of
 from stream.errors import DeliveryError
 from stream.kafka.topics import ensure_topics
 from stream.service.wiring import feature_store, pseudonymizer
@@ -37,21 +38,18 @@ def all_profiles(settings: Settings) -> Iterator[dict[str, Any]]:
 
 
 def _shape(user_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
-    record = policy.load(found["segment"]) if found is not None and found["segment"] else None
-    segment = None
-    if record is not None:
-        # Cluster labels belong to a model version; the profile names the version instead.
-        segment = {k: v for k, v in policy.assignment(record, "").items() if k != "cluster_label"}
-        segment["since_event_time"] = record.since or None
-        segment["scored_event_time"] = record.scored or None
-    return {
-        "user_id": user_id,
-        "as_of": None if found is None else found["as_of"],
-        "features": None if found is None else found["features"],
-        "segment": segment,
-        "model_version": None if record is None else record.version,
-        "changes": 0 if record is None else record.seq,
-    }
+    """The shape the read API gives (`stream.client.UserView.to_dict`); an unknown user has
+    the same keys, empty."""
+    if found is None:
+        return {
+            "user_id": user_id,
+            "as_of": None,
+            "features": None,
+            "segment": None,
+            "model_version": None,
+            "changes": 0,
+        }
+    return view_of(user_id, found["as_of"], found["features"], found["segment"]).to_dict()
 
 
 def print_profiles(settings: Settings, users: Sequence[str] | None) -> int:

@@ -8,6 +8,8 @@
   `rxidle`: a frozen broker keeps its TCP connection, and its state, UP), while Redis does not
   answer a PING (at most one a second), while the loop is paused on a failing dependency, and
   once the service stopped because Redis lost its state.
+- The read API (`/v1/users/...`, `stream.ops.read_api`) is served on the same port when the
+  service hands its health a lookup (`SEGSTREAM_API__ENABLED`); otherwise `/v1/` is not found.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from stream.ops import metrics
+from stream.ops.read_api import ROOT, UserLookup, answer
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +34,18 @@ REDIS_PING_EVERY_S = 1.0
 
 
 class Health:
-    """What the probes answer from; the loop and the Kafka callbacks feed it."""
+    """What the probes answer from; the loop and the Kafka callbacks feed it. `users` is the
+    read API's lookup (None: the API is off)."""
 
     def __init__(
         self,
         stall_s: float,
         ping_redis: Callable[[], bool] | None = None,
         kafka_silence_s: float = 30.0,
+        users: UserLookup | None = None,
     ) -> None:
         self.stall_s = stall_s
+        self.users = users
         self.kafka_silence_s = kafka_silence_s
         self._ping_redis = ping_redis
         self._beat = time.monotonic()
@@ -129,7 +135,8 @@ REQUEST_TIMEOUT_S = 10.0
 
 
 def serve(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
-    """Serve /metrics, /healthz and /readyz on `port` in a daemon thread; 0 serves nothing."""
+    """Serve /metrics, /healthz, /readyz (and the read API when `health.users` is set) on
+    `port` in a daemon thread; 0 serves nothing."""
     if not port:
         return None
     server = ThreadingHTTPServer((host, port), _handler(health))
@@ -153,6 +160,9 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
                 self._probe(*health.liveness())
             elif path == "/readyz":
                 self._probe(*health.readiness())
+            elif path.startswith(ROOT) and health.users is not None:
+                status, body = answer(health.users, self.path)
+                self._send(status, "application/json", body)
             else:
                 self._send(404, "text/plain", b"not found: try /metrics, /healthz, /readyz\n")
 

@@ -1,20 +1,29 @@
 """Everything the service is built of, from settings: the Redis client, the feature store, the
-pseudonymizer, health with its Redis ping, and the batch step itself (`build_handler`)."""
+pseudonymizer, health with its Redis ping and the read API's lookup, the layout record, and the
+batch step itself (`build_handler`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import redis
 
+from features.errors import StoreUnavailableError
+from features.layout import Layout
 from features.privacy import Pseudonymizer
 from features.store import FeatureStore
+from segments import policy
 from segments.engine import Engine
 from segments.fingerprint import fingerprint
 from segments.model import Model
+from stream.client import SegmentClient
 from stream.errors import ConfigError, TransientError
 from stream.ops.health import Health
+from stream.ops.read_api import UserLookup
 from stream.service.audience_catalog import AudienceCatalog
 from stream.service.census import Census
 from stream.service.model_store import ModelStore
@@ -27,6 +36,11 @@ from stream.service.timers import Timers
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# A read API request waits at most this long for Redis before it answers 503.
+API_TIMEOUT_S: Final = 1.0
+# While Redis does not answer at start, the layout record is tried again this often.
+LAYOUT_RETRY_S: Final = 5.0
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -53,13 +67,78 @@ def pseudonymizer(settings: Settings) -> Callable[[str], str] | None:
 
 
 def health_for(settings: Settings) -> Health:
-    """The service's health from its settings, with a Redis PING of its own."""
+    """The service's health from its settings, with a Redis PING of its own, and the read
+    API's lookup when `SEGSTREAM_API__ENABLED` is on (served on the metrics port)."""
     metrics_settings = settings.metrics
+    if settings.api.enabled and not metrics_settings.port:
+        logger.warning("SEGSTREAM_API__ENABLED is on but SEGSTREAM_METRICS__PORT is 0: not served")
     return Health(
         metrics_settings.stall_s,
         redis_pinger(settings.redis.url),
         kafka_silence_s=metrics_settings.kafka_silence_s,
+        users=read_api(settings),
     )
+
+
+def read_api(settings: Settings) -> UserLookup | None:
+    """`GET /v1/users/...`'s lookup: `SegmentClient` views as JSON-ready dicts, on a Redis
+    connection pool of its own; None when the API is off."""
+    if not settings.api.enabled:
+        return None
+    client = SegmentClient(
+        settings.redis.url,
+        settings.key_prefix,
+        pseudonymize_key=settings.privacy.key(),
+        timeout_s=API_TIMEOUT_S,
+    )
+
+    def lookup(users: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        found = client.users(users)
+        return {user: None if view is None else view.to_dict() for user, view in found.items()}
+
+    return lookup
+
+
+def layout_of(settings: Settings) -> Layout:
+    """The layout record of the service's state under these settings (`features.layout`)."""
+    return Layout.of(
+        settings.features.rules(),
+        settings.key_prefix,
+        pseudonymised=settings.privacy.key() is not None,
+        segment_fields=policy.Record.__struct_fields__,
+    )
+
+
+def publish_layout(store: FeatureStore, layout: Layout, retry_s: float = LAYOUT_RETRY_S) -> None:
+    """Write the layout record readers compute features with. While Redis does not answer, a
+    daemon thread tries again every `retry_s`, so readers find it once Redis is back."""
+    if _write_layout(store, layout, retry_s):
+        return
+
+    def retry() -> None:
+        while not _write_layout(store, layout, 0.0):
+            time.sleep(retry_s)
+
+    threading.Thread(target=retry, name="layout", daemon=True).start()
+
+
+def _write_layout(store: FeatureStore, layout: Layout, retry_s: float) -> bool:
+    """Write the record; warn when the one it replaces says other windows (existing state was
+    folded with other settings). False when Redis did not answer (warned if `retry_s`)."""
+    try:
+        before = store.publish_layout(layout)
+    except StoreUnavailableError as exc:
+        if retry_s:
+            logger.warning("layout record not written yet, tried again every %gs: %s", retry_s, exc)
+        return False
+    if before is not None and (differences := layout.differences(before)):
+        logger.warning(
+            "the stored layout record differs from this instance's settings: %s. Users stored"
+            " before were folded with those settings: their windowed features read wrong until"
+            " the settings are restored or the state rebuilt (segstream recover --from-earliest)",
+            "; ".join(differences),
+        )
+    return True
 
 
 def redis_pinger(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
@@ -104,10 +183,12 @@ def build_handler(settings: Settings, client: redis.Redis | None = None) -> Segm
         logger.warning("model settings not checked yet (checked on the first batch): %s", exc)
     if warning := persistence_warning(client):
         logger.warning("%s", warning)
+    store = feature_store(settings, client)
+    publish_layout(store, layout_of(settings))
     census = Census(client, settings.key_prefix)
     census.start()
     return SegmentHandler(
-        feature_store(settings, client),
+        store,
         Engine(config, rules.windows),
         sync=sync,
         timers=Timers(client, settings.key_prefix),

@@ -2,24 +2,27 @@
 
 Stages: decode (in process); features (the feature store's `apply` against the real Redis,
 no Kafka); produce (replay into a fresh topic); loop (consume → validate → checkpoint with no
-handler work); pipeline (the loop with the feature stage: what `segstream run` does); latency
-(event time → handled by the pipeline, at an offered rate, after a warm-up). Throughput is timed
-from the first record to the last batch, so group joins do not count. Runs on the configured
-servers, or on local ones started the way `segstream demo` does.
+handler work); pipeline (the loop with the feature stage: what `segstream run` does); reads
+(point reads of the pipeline's users afterwards: the Python client, `GET /v1/users/{id}`);
+latency (event time → handled by the pipeline, at an offered rate, after a warm-up).
+Throughput is timed from the first record to the last batch, so group joins do not count. Runs
+on the configured servers, or on local ones started the way `segstream demo` does.
 """
 
 from __future__ import annotations
 
+import http.client
 import multiprocessing
 import random
 import statistics
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
+from urllib.parse import quote
 
 import msgspec
 import orjson
@@ -28,19 +31,28 @@ from confluent_kafka import Producer
 from features import keys
 from features.events import Event, decode_event
 from features.store import FeatureStore
+from stream.client import SegmentClient
 from stream.kafka.handler import Batch, BatchHandler, NullHandler, Outcome, Passthrough
 from stream.kafka.loop import Loop, RunSummary
 from stream.kafka.topics import ensure_topics
 from stream.ops import metrics
+from stream.ops.health import Health, serve
 from stream.service.segment_handler import SegmentHandler
-from stream.service.wiring import build_handler, feature_store, redis_client
-from stream.settings import Settings, producer_config
+from stream.service.wiring import build_handler, feature_store, read_api, redis_client
+from stream.settings import ApiSettings, Settings, producer_config
 from stream.tools.generate import generate
+from stream.tools.local_servers import free_port
 from stream.tools.replay import Pacer, Pacing, Record, read_records, replay
 from stream.tools.servers import ensure_stack
 
 SAMPLE_USERS = 2_000
 WARMUP_S = 1.0
+# Point reads after the pipeline run: single users, batches of users, and over HTTP.
+READS = 10_000
+READ_BATCH = 100
+READ_BATCHES = 1_000
+HTTP_READS = 2_000
+T = TypeVar("T")
 
 
 class EventLike(Protocol):
@@ -90,7 +102,9 @@ def run_bench(
         base = _fresh(stack.settings)
         figures["features"] = _bench_features(base, spread)
         figures["produce"], figures["loop"], figures["pipeline_spread"] = _bench_loops(base, spread)
-        figures["pipeline"] = _bench_pipeline(_fresh(stack.settings), sessions)
+        pipeline_settings = _fresh(stack.settings)
+        figures["pipeline"] = _bench_pipeline(pipeline_settings, sessions)
+        figures["reads"] = _bench_reads(pipeline_settings, sessions)
         known = sessions[: min(len(sessions), LATENCY_USERS_EVENTS)]
         figures["latency_transport"] = _bench_latency(
             _fresh(stack.settings), known, latency_rate, latency_seconds, full=False
@@ -264,6 +278,69 @@ def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, ob
         },
         "whole_run": _loop_figures(summary),
     }
+
+
+def _bench_reads(settings: Settings, values: Sequence[bytes]) -> dict[str, object]:
+    """Point reads of the users the pipeline left in Redis, one at a time after the run (Redis
+    otherwise idle): `SegmentClient.user`, `users` batches, and `GET /v1/users/{id}` through
+    the service's HTTP server and lookup (a connection per request: the server speaks
+    HTTP/1.0)."""
+    users = sorted({orjson.loads(v)["user_id"] for v in values})
+    rng = random.Random(3)
+    client = SegmentClient(settings.redis.url, settings.key_prefix)
+    client.users(users[:READ_BATCH])  # connected and warm
+    single = _timed(client.user, [rng.choice(users) for _ in range(READS)])
+    batches = [rng.sample(users, min(READ_BATCH, len(users))) for _ in range(READ_BATCHES)]
+    batched = _timed(client.users, batches)
+    api = settings.model_copy(update={"api": ApiSettings(enabled=True)})
+    port = free_port()
+    server = serve(Health(stall_s=60.0, users=read_api(api)), port, "127.0.0.1")
+    assert server is not None
+    try:
+        asked = [rng.choice(users) for _ in range(HTTP_READS)]
+        over_http = _timed(lambda user: _http_get(port, user), asked)
+    finally:
+        server.shutdown()
+        server.server_close()
+    client.close()
+    return {
+        "users": len(users),
+        "user": {"reads": READS, **single},
+        "users_batch": {"batches": READ_BATCHES, "batch_size": READ_BATCH, **batched},
+        "http": {"reads": HTTP_READS, **over_http},
+    }
+
+
+def _timed(read: Callable[[T], object], arguments: Sequence[T]) -> dict[str, float]:
+    """Milliseconds each `read(argument)` took: p50, p99 and mean; every read must find."""
+    took = []
+    for argument in arguments:
+        started = time.perf_counter()
+        found = read(argument)
+        took.append((time.perf_counter() - started) * 1000)
+        if not found:
+            msg = f"a bench read found nothing for {argument!r}"
+            raise RuntimeError(msg)
+    took.sort()
+    return {
+        "p50_ms": round(statistics.median(took), 3),
+        "p99_ms": round(took[int(0.99 * (len(took) - 1))], 3),
+        "mean_ms": round(statistics.fmean(took), 3),
+    }
+
+
+def _http_get(port: int, user: str) -> bytes:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/v1/users/" + quote(user, safe=""))
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        msg = f"GET /v1/users/{user}: {response.status} {body[:200]!r}"
+        raise RuntimeError(msg)
+    return body
 
 
 def _run_pipeline(settings: Settings, events: int) -> dict[str, object]:
