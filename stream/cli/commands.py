@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import orjson
 from confluent_kafka import Producer
@@ -467,20 +467,34 @@ def cmd_audience_add(args: argparse.Namespace, settings: Settings) -> int:
     from stream.admin import audiences
 
     result = _audience_call(lambda: audiences.add(settings, args.name, args.condition))
-    if args.wait:
-        result["backfill"] = audiences.wait_backfill(settings, result["catalog_version"], args.wait)
-    print_json(result)
-    return 0
+    return _waited(args, settings, result)
 
 
 def cmd_audience_remove(args: argparse.Namespace, settings: Settings) -> int:
     from stream.admin import audiences
 
     result = _audience_call(lambda: audiences.remove(settings, args.name))
-    if args.wait:
-        result["backfill"] = audiences.wait_backfill(settings, result["catalog_version"], args.wait)
+    return _waited(args, settings, result)
+
+
+def _waited(args: argparse.Namespace, settings: Settings, result: dict[str, Any]) -> int:
+    """Print the change; with --wait, after the backfill's progress, exit 1 if it did not end
+    in time (is the service running?)."""
+    from stream.admin import audiences
+
+    if not args.wait:
+        print_json(result)
+        return 0
+    result["backfill"] = audiences.wait_backfill(settings, result["catalog_version"], args.wait)
     print_json(result)
-    return 0
+    if result["backfill"]["complete"]:
+        return 0
+    print(
+        f"segstream audience: the backfill did not end within {args.wait:g}s; the running"
+        " service goes on with it (see `segstream audience show`). Is the service running?",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_audience_list(args: argparse.Namespace, settings: Settings) -> int:
