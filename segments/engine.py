@@ -181,9 +181,9 @@ class Engine:
         states: Sequence[UserState],
         now: Sequence[int],
     ) -> list[str]:
-        """Of these users, those whose cluster `reassign` would move; changes nothing. A sweep
-        checks every user, and most stay where they are: a check is one row of a matrix
-        product, where a write is a compare-and-set in Redis."""
+        """Of these users, those whose cluster or audiences `reassign` would move; changes
+        nothing. A sweep checks every user, and most stay where they are: a check is one row of
+        a matrix product, where a write is a compare-and-set in Redis."""
         records = [load(state.segment) for state in states]
         found = set()
         if users and params.clusters_ready:

@@ -1,10 +1,12 @@
 """The service's batch step: features into Redis, users scored, changes out, timers set.
 
 `SegmentHandler._moment` is the table of contents; its steps, and why in this order:
-1. the trainer lease is renewed and a newer model version loaded (every refresh interval);
+1. a newer audience catalog is followed, and, when the batch has events, the trainer lease is
+   renewed and a newer model version loaded (every refresh interval);
 2. users whose event-time timers are due at this batch's watermarks are looked up, and, after
-   a version that placed the clusters anew, the next users of the sweep, whose clusters alone
-   are brought up to date (`sweep.py`);
+   a version that placed the clusters anew or a new audience catalog, the next users of the
+   sweep, whose clusters and audiences alone are brought up to date (`sweep.py`). Between
+   records the loop hands over empty batches while a sweep is under way (`busy`);
 3. the feature store folds the events a slice of users at a time; before a slice is written,
    every touched or due user in it is scored with one model version, its segment record goes
    into the same compare-and-set, and any change is put in the partition's outbox first (so a

@@ -5,7 +5,11 @@ with their sizes, and removed with every member's leave published.
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ import pytest
 from features import keys
 from stream.admin.profiles import all_profiles
 from stream.kafka.topics import ensure_topics
+from stream.service.wiring import feature_store
 from stream.settings import Settings
 from tests.cli_tools import env_for, segstream
 from tests.kafka_tools import changes_of, drain, produce
@@ -29,6 +34,42 @@ from tests.stream.service.test_segments_e2e import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+# README example
+AUDIENCE_EXAMPLE = """\
+segstream audience preview "spend_total > 100 and 'books' in categories"
+segstream audience add big_readers "spend_total > 100 and 'books' in categories" --wait 60
+segstream audience list
+segstream audience show big_readers
+segstream audience remove big_readers --wait 60
+"""
+
+# README example
+CONSUMER_EXAMPLE = """\
+import json
+
+from confluent_kafka import Consumer
+
+consumer = Consumer(
+    {"bootstrap.servers": "localhost:9092", "group.id": "offers", "auto.offset.reset": "earliest"}
+)
+consumer.subscribe(["user-segments"])
+try:
+    while True:
+        msg = consumer.poll(1.0)
+        if msg is None or msg.error():
+            continue
+        user = msg.key().decode()
+        if msg.value() is None:  # erased: forget everything about the user
+            print(user, "erased")
+        elif (change := json.loads(msg.value()))["type"] == "segment":
+            print(user, "is now", change["current"]["segment"], change["actions"])
+        elif change["type"] == "audience":
+            print(user, "entered" if change["entered"] else "left", change["audience"])
+finally:
+    consumer.close()
+"""
 
 
 def audience(settings: Settings, *args: str) -> dict[str, Any]:
@@ -116,8 +157,10 @@ def test_an_audience_added_while_running_is_backfilled_entered_live_and_left_on_
         tallies = client_for(settings).hgetall(keys.tallies(settings.key_prefix))
         assert int(tallies.get(b"audience:big", 0)) == 0
         assert audience(settings, "list")["audiences"] == []
+        run_audience_example(settings)
     finally:
         service.stop()
+    run_readme_examples(settings)
     # Every change id names one change (the backfill and the live path share the numbering),
     # and every change, audiences' too, is what the published schema describes.
     every = changes_of(drain(settings.kafka.bootstrap_servers, settings.topics.segments, 3, 1.0))
@@ -126,3 +169,51 @@ def test_an_audience_added_while_running_is_backfilled_entered_live_and_left_on_
         body = orjson.dumps(change)
         assert by_id.setdefault(change["change_id"], body) == body
         assert problems("user-segments", change) == []
+
+
+def run_audience_example(settings: Settings) -> None:
+    """The README's audience commands, as written, against the running service."""
+    outputs = []
+    for line in AUDIENCE_EXAMPLE.splitlines():
+        words = shlex.split(line)
+        assert words[:2] == ["segstream", "audience"]
+        outputs.append(audience(settings, *words[2:]))
+    preview, added, listed, shown, removed = outputs
+    store = feature_store(settings)
+    truth = sum(
+        1
+        for p in all_profiles(settings)
+        if p["features"]["spend_total"] > 100 and "books" in store.state(p["user_id"]).categories
+    )
+    assert preview["low"] <= truth <= preview["high"]
+    assert added["backfill"]["complete"]
+    assert [a["name"] for a in listed["audiences"]] == ["big_readers"]
+    assert shown["members"] == truth
+    assert removed["removed"] == "big_readers"
+    assert removed["backfill"]["complete"]
+
+
+def run_readme_examples(settings: Settings) -> None:
+    """The README's consumer, as written, on the test's broker and topic, until it has printed
+    a segment change, an audience enter and a leave (then interrupted, as a person would)."""
+    code = CONSUMER_EXAMPLE.replace('"localhost:9092"', repr(settings.kafka.bootstrap_servers))
+    code = code.replace('["user-segments"]', repr([settings.topics.segments]))
+    code = code.replace('"group.id": "offers"', f'"group.id": "{settings.key_prefix}-readme"')
+    assert code.count(settings.topics.segments) == 1
+    consumer = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert consumer.stdout is not None
+    wanted = {" is now ": False, " entered big": False, " left big": False}
+    deadline = time.monotonic() + 90
+    try:
+        while not all(wanted.values()) and time.monotonic() < deadline:
+            line = consumer.stdout.readline().decode()
+            assert line, "the example exited"
+            wanted.update({k: True for k in wanted if k in line})
+    finally:
+        consumer.send_signal(signal.SIGINT)
+        consumer.communicate(timeout=30)
+    assert all(wanted.values()), wanted
