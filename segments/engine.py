@@ -313,7 +313,8 @@ class Engine:
         audiences are settled with everyone's (a backfill after the catalog changed)."""
         record = load(state.segment)
         cluster = record.cluster
-        follow_clusters(record, view.proposal(i, cluster), self.config)
+        if view.params.clusters_ready:  # a model without clusters says nothing about them
+            follow_clusters(record, view.proposal(i, cluster), self.config)
         if cluster != record.cluster:
             out.tallies[user] = moved(record.segment, cluster, record)
         state.segment = dump(record)

@@ -116,6 +116,11 @@ class BatchHandler(Protocol):
         an empty batch)."""
         ...
 
+    def delivered(self) -> None:
+        """Every message returned so far was delivered (the producer was flushed); called
+        after the messages of an empty batch, whose offsets no commit covers."""
+        ...
+
 
 class NullHandler:
     """Applies nothing: the bare loop (validation, dead letters, checkpoints) and its benchmark."""
@@ -140,6 +145,9 @@ class NullHandler:
 
     def busy(self) -> bool:
         return False
+
+    def delivered(self) -> None:
+        return None
 
 
 H = TypeVar("H", bound=BatchHandler)
@@ -168,3 +176,6 @@ class Passthrough(Generic[H]):
 
     def busy(self) -> bool:
         return self.inner.busy()
+
+    def delivered(self) -> None:
+        self.inner.delivered()

@@ -294,6 +294,10 @@ class Loop:
         outcome = self._retry("handle", lambda: self._handler.handle(batch))
         for message in outcome.messages:
             self._retry("produce", lambda m=message: self._publisher.produce(m))  # type: ignore[misc]
+        if outcome.messages:
+            # No commit covers them (no offset moved): delivered, the handler lets them go.
+            self._retry("produce", self._publisher.flush)
+            self._handler.delivered()
 
     def _handle(self, valid: list[Message], events: list[Event]) -> None:
         if not events:

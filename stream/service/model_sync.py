@@ -65,6 +65,7 @@ class ModelSync:
         self.params = cold_params(model.config.features)
         self._model: Model | None = None  # only while holding the lease
         self._next_refresh = 0.0
+        self._next_follow = 0.0
         self._last_publish = 0.0
         # Each partition's event-time watermark at the last version.
         self._published_marks: dict[int, int] = {}
@@ -124,6 +125,17 @@ class ModelSync:
         elif not holds and self._model is not None:
             logger.info("lost the trainer lease")
             self._model = None
+        self._follow()
+
+    def follow(self) -> None:
+        """Every `refresh_interval_s`: load a newer version, without asking for the lease (what
+        an instance does between records: it scores, for a sweep, but does not learn)."""
+        now = time.monotonic()
+        if now < self._next_follow:
+            return
+        self._next_follow = now + self._refresh_s
+        if not self._checked:
+            self.check_settings()
         self._follow()
 
     def learn_share(self, scorings: int) -> float:

@@ -41,12 +41,26 @@ class Outbox:
     def remove_commands(self, written: Iterable[tuple[int, bytes]]) -> list[bytes]:
         return [resp.command(b"ZREM", self._key(p), blob) for p, blob in written]
 
+    def remove(self, written: Iterable[tuple[int, bytes]]) -> None:
+        """Drop entries whose changes were delivered; a failure only delays the cleanup (they
+        are published again, with the same ids, after a crash)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for partition, blob in written:
+            pipe.zrem(keys.outbox(self._prefix, partition), blob)
+        try:
+            self._execute(pipe)
+        except TransientError as exc:
+            logger.warning("outbox cleanup postponed: %s", exc)
+
     def _key(self, partition: int) -> bytes:
         return keys.outbox(self._prefix, partition).encode()
 
-    def unpublished(self, first_offsets: Mapping[int, int], *, trim: bool) -> list[bytes]:
-        """Changes decided at or after each partition's offset; with `trim`, older entries are
-        dropped (the offset is the committed one, read first after an assignment)."""
+    def unpublished(
+        self, first_offsets: Mapping[int, int], *, trim: bool
+    ) -> list[tuple[int, bytes]]:
+        """Entries (partition, changes one per line) decided at or after each partition's
+        offset; with `trim`, older entries are dropped (the offset is the committed one, read
+        first after an assignment)."""
         if not first_offsets:
             return []
         pipe = self._redis.pipeline(transaction=False)
@@ -57,7 +71,7 @@ class Outbox:
             pipe.zrangebyscore(key, offset, "+inf")
         replies = self._execute(pipe)
         found = replies[1::2] if trim else replies
-        return [value for blobs in found for blob in blobs for value in blob.split(b"\n")]
+        return [(p, blob) for p, blobs in zip(first_offsets, found, strict=True) for blob in blobs]
 
     def committed(self, next_offsets: Mapping[int, int]) -> None:
         """Drop what the committed offsets cover; a failure only delays the cleanup."""

@@ -1,8 +1,8 @@
 """The service's batch step: features into Redis, users scored, changes out, timers set.
 
 `SegmentHandler._moment` is the table of contents; its steps, and why in this order:
-1. a newer audience catalog is followed, and, when the batch has events, the trainer lease is
-   renewed and a newer model version loaded (every refresh interval);
+1. a newer audience catalog and a newer model version are loaded, and, when the batch has
+   events, the trainer lease is renewed (every refresh interval);
 2. users whose event-time timers are due at this batch's watermarks are looked up, and, after
    a version that placed the clusters anew or a new audience catalog, the next users of the
    sweep, whose clusters and audiences alone are brought up to date (`sweep.py`). Between
@@ -66,6 +66,7 @@ class _Decisions:
     samples: Scored = field(default_factory=Scored)
     learn_share: float = 0.0  # of the scorings, for the trainer
     watermarks: dict[int, int] = field(default_factory=dict)  # of the batch's partitions
+    in_batch: frozenset[int] = frozenset()  # partitions the batch has events of
 
 
 class SegmentHandler:
@@ -100,6 +101,11 @@ class SegmentHandler:
         # Per owned partition, an offset at or below the next one the group will commit: a
         # change decided without an event of the partition goes into its outbox there.
         self._positions: dict[int, int] = {}
+        # Outbox entries of partitions their batch had no events of (swept users' changes, a
+        # new owner's republished ones): no commit of the partition's offsets drops them, so
+        # they go once delivered. Staged until their batch returns, then handed over.
+        self._off_batch: list[tuple[int, bytes]] = []
+        self._staged: list[tuple[int, bytes]] = []
         self._recovering: set[int] = set()  # newly assigned: publish the previous owner's rest
         self._retrying: set[int] = set()  # a failed attempt left entries of this batch
         self.quality = LiveQuality()
@@ -110,11 +116,13 @@ class SegmentHandler:
 
     def handle(self, batch: Batch) -> Outcome:
         try:
-            return self._handle(batch)
+            outcome = self._handle(batch)
         except BaseException as exc:
+            self._staged = []
             # A failed attempt may have written some users' states and their outbox entries;
             # the retry sees those events as duplicates, so it publishes the entries instead.
-            self._retrying.update(batch.partitions)
+            # Swept users of any owned partition may be among them.
+            self._retrying.update(batch.partitions, self._positions)
             if isinstance(exc, StoreUnavailableError):
                 metrics.REDIS_ERRORS.labels("store").inc()
             if isinstance(exc, StoreUnavailableError | ConflictError):
@@ -122,6 +130,9 @@ class SegmentHandler:
                 transient.retry_now = isinstance(exc, ScriptsReloadedError)
                 raise transient from exc
             raise
+        self._off_batch += self._staged
+        self._staged = []
+        return outcome
 
     def _handle(self, batch: Batch) -> Outcome:
         """The batch's moments (see `SegmentConfig.moment_ms`) one after the other."""
@@ -138,15 +149,15 @@ class SegmentHandler:
             # Before the changes go out: a Redis that lost state during the batch reused ids.
             self._guard.verify(batch.partitions)
         self.resolved, self.decided = resolved, decided
-        self._recovering -= set(batch.partitions)
-        self._retrying -= set(batch.partitions)
+        self._recovering.clear()
+        self._retrying.clear()
         return outcome
 
     def _moment(self, batch: Batch) -> Outcome:
         """One moment of a batch: every step of the service, in order."""
         store = self.store
-        # 1. the audiences; with events, the trainer's lease and a newer model version (between
-        # records an instance neither takes the lease nor learns: it only works off its sweep)
+        # 1. the audiences and a newer model version; with events, the trainer's lease too
+        # (between records an instance neither takes the lease nor learns: it only sweeps)
         self._refresh(model=bool(batch.events))
         events = private(batch.events, self._pseudonymize)
         decisions = self._decisions(events, batch)  # 2. timers due now, users swept
@@ -165,15 +176,18 @@ class SegmentHandler:
         return self._outcome(events, stored.applied, decisions)  # 5. changes, late events
 
     def busy(self) -> bool:
-        """Whether there is work without events: a sweep or a backfill under way. The loop
-        then hands over an empty batch between records."""
+        """Whether there is work without events: a sweep or a backfill under way, or changes
+        of newly assigned partitions to publish again. The loop then hands over an empty
+        batch between records."""
         self._refresh(model=False)
         self._follow_sweep()
-        return self._sweep.active
+        return self._sweep.active or bool(self._recovering)
 
     def _refresh(self, *, model: bool) -> None:
         if model:
             self.sync.refresh()
+        else:
+            self.sync.follow()
         catalog = self._audiences.refresh() if self._audiences is not None else None
         if catalog is not None:
             self.engine.set_audiences(catalog)
@@ -187,7 +201,9 @@ class SegmentHandler:
         due = {u: p for u, p in self._timers.due(marks).items() if u not in users}
         swept = self._swept(users | due.keys())
         offsets = self._positions | _last_offsets(batch)
-        decisions = _Decisions(due | swept, offsets, set(swept), watermarks=marks)
+        decisions = _Decisions(
+            due | swept, offsets, set(swept), watermarks=marks, in_batch=frozenset(marks)
+        )
         decisions.learn_share = self.sync.learn_share(len(users) + len(due))
         return decisions
 
@@ -283,6 +299,7 @@ class SegmentHandler:
         scored = {u: v for u, v in decisions.scored.items() if u in applied.states}
         for partition, offset in decisions.last_offsets.items():
             self._positions[partition] = max(offset, self._positions.get(partition, 0))
+        self._staged += [(p, v) for p, v in decisions.outbox if p not in decisions.in_batch]
         try:
             self._sweep.done()
             # A due user without a state now (erased, expired) needs no timer any more.
@@ -330,19 +347,26 @@ class SegmentHandler:
         return change_message(self._topic, change.user_id, value)
 
     def _recover(self, batch: Batch) -> list[OutMessage]:
-        """Publish again what the outbox holds from this batch's first offsets on: on the first
-        batch of a newly assigned partition (the previous owner's unpublished changes; older
-        entries are committed and dropped), and on the retry of a failed batch (entries of the
-        failed attempt; older ones are kept, they may not be committed yet)."""
+        """Publish again what the outbox holds: of newly assigned partitions, from the committed
+        offset on (the previous owner's unpublished changes; older entries are committed and
+        dropped), at the first batch after the assignment, with events or without; on the retry
+        of a failed batch, from the batch's first offsets on (entries of the failed attempt;
+        older ones are kept, they may not be committed yet), and of partitions it had no events
+        of, from the committed offset (its swept users' changes)."""
         if not self._recovering and not self._retrying:
             return []
         firsts: dict[int, int] = {}
         for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
             firsts.setdefault(partition, offset)
-        assigned = {p: o for p, o in firsts.items() if p in self._recovering}
-        retried = {p: o for p, o in firsts.items() if p in self._retrying and p not in assigned}
-        values = self._outbox.unpublished(assigned, trim=True)
-        values += self._outbox.unpublished(retried, trim=False)
+        firsts = self._positions | firsts
+        assigned = {p: firsts.get(p, 0) for p in self._recovering}
+        retried = {p: firsts.get(p, 0) for p in self._retrying if p not in assigned}
+        entries = self._outbox.unpublished(assigned, trim=True)
+        entries += self._outbox.unpublished(retried, trim=False)
+        # Of partitions without events here, no commit will drop them: they go once delivered.
+        in_batch = set(batch.partitions)
+        self._staged += [(p, blob) for p, blob in entries if p not in in_batch]
+        values = [value for _, blob in entries for value in blob.split(b"\n")]
         metrics.CHANGES_REPUBLISHED.inc(len(values))
         return [change_message(self._topic, str(orjson.loads(v)["user_id"]), v) for v in values]
 
@@ -381,6 +405,13 @@ class SegmentHandler:
         for partition, offset in next_offsets.items():
             self._positions[partition] = max(offset, self._positions.get(partition, 0))
         self._outbox.committed(next_offsets)
+
+    def delivered(self) -> None:
+        """Called by the loop once the messages of an empty batch, and so of every batch
+        before it, are delivered: the entries no commit drops can go."""
+        if self._off_batch:
+            self._outbox.remove(self._off_batch)
+            self._off_batch = []
 
     def close(self) -> None:
         if self._census is not None:
