@@ -26,8 +26,9 @@ import numpy.typing as npt
 
 from features.columns import numeric_names
 from features.definitions import DEFAULT_WINDOWS, UserState, Window, top_categories
-from segments.policy import Record
+from segments.policy import BANDS, NO_BAND, Record
 from segments.rules import Rule, RuleError, RuleSet
+from segments.scoring import RFM_SEGMENTS
 
 NUMBERS: Final = ("cluster", "propensity")
 TEXT: Final = ("segment", "rfm", "propensity_band")
@@ -35,10 +36,16 @@ SETS: Final = ("top_categories", "categories", "rules")
 # Every audience is evaluated for every scored user: the catalog stays small.
 MAX_AUDIENCES: Final = 64
 MAX_CONDITION_CHARS: Final = 1_000
+# Names travel in every change and label a metric.
+MAX_NAME_CHARS: Final = 64
 
 
 class AudienceError(ValueError):
     """An audience that cannot be added or removed; the message says why."""
+
+
+class UnknownAudienceError(AudienceError):
+    """No audience of that name."""
 
 
 class Audience(msgspec.Struct, frozen=True):
@@ -55,9 +62,18 @@ class Catalog(msgspec.Struct, frozen=True):
         return next((a for a in self.audiences if a.name == name), None)
 
     def adding(
-        self, name: str, condition: str, windows: Sequence[Window] = DEFAULT_WINDOWS
+        self,
+        name: str,
+        condition: str,
+        windows: Sequence[Window] = DEFAULT_WINDOWS,
+        rules: Sequence[str] = (),
     ) -> Catalog:
-        """The next version with the audience added; raises AudienceError for a bad one."""
+        """The next version with the audience added; raises AudienceError for a bad one. Quoted
+        segment, RFM, band and rule names must be ones that exist (`rules`: the rule segments
+        configured), so that a typo is not an audience nobody can enter."""
+        if len(name) > MAX_NAME_CHARS:
+            msg = f"audience name longer than {MAX_NAME_CHARS} characters: {name[:20]!r}..."
+            raise AudienceError(msg)
         if self.named(name) is not None:
             msg = f"audience {name!r} exists (remove it first to change its condition)"
             raise AudienceError(msg)
@@ -68,13 +84,13 @@ class Catalog(msgspec.Struct, frozen=True):
             msg = f"audience {name!r}: condition longer than {MAX_CONDITION_CHARS} characters"
             raise AudienceError(msg)
         audience = Audience(name, condition.strip(), self.version + 1)
-        compile_condition(name, audience.condition, windows)
+        compile_condition(name, audience.condition, windows, _values(rules))
         return Catalog(self.version + 1, (*self.audiences, audience))
 
     def removing(self, name: str) -> Catalog:
         if self.named(name) is None:
             msg = f"no audience {name!r}"
-            raise AudienceError(msg)
+            raise UnknownAudienceError(msg)
         kept = tuple(a for a in self.audiences if a.name != name)
         return Catalog(self.version + 1, kept)
 
@@ -92,18 +108,35 @@ def decode(raw: bytes) -> Catalog:
 
 
 def compile_condition(
-    name: str, condition: str, windows: Sequence[Window] = DEFAULT_WINDOWS
+    name: str,
+    condition: str,
+    windows: Sequence[Window] = DEFAULT_WINDOWS,
+    values: Mapping[str, Sequence[str]] | None = None,
 ) -> RuleSet:
     """The condition compiled as the service evaluates it; AudienceError names the problem."""
     try:
-        return _rule_set([Rule(name, condition)], windows)
+        return _rule_set([Rule(name, condition)], windows, values)
     except RuleError as exc:
         raise AudienceError(str(exc).replace("rule ", "audience ", 1)) from None
 
 
-def _rule_set(rules: Sequence[Rule], windows: Sequence[Window]) -> RuleSet:
+def _values(rules: Sequence[str]) -> dict[str, Sequence[str]]:
+    """Every value the closed text and set names can take."""
+    return {
+        "segment": (*RFM_SEGMENTS, *rules),
+        "rfm": RFM_SEGMENTS,
+        "propensity_band": (*BANDS, NO_BAND),
+        "rules": tuple(rules),
+    }
+
+
+def _rule_set(
+    rules: Sequence[Rule],
+    windows: Sequence[Window],
+    values: Mapping[str, Sequence[str]] | None = None,
+) -> RuleSet:
     known = (*numeric_names(windows), *NUMBERS)
-    return RuleSet(rules, known, text=TEXT, sets=SETS)
+    return RuleSet(rules, known, text=TEXT, sets=SETS, values=values)
 
 
 class Audiences:

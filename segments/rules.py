@@ -18,6 +18,7 @@ import ast
 import difflib
 import operator
 import re
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -73,9 +74,13 @@ class RuleSet:
         *,
         text: Collection[str] = (),
         sets: Collection[str] = (),
+        values: Mapping[str, Collection[str]] | None = None,
     ) -> None:
+        """`values` names, for some text and set names, every value they can take: a quoted
+        name outside it is refused (a typo would match nobody, silently)."""
         _check_names(rules)
-        names = _Names(frozenset(known), frozenset(text), frozenset(sets))
+        closed = {name: frozenset(v) for name, v in (values or {}).items()}
+        names = _Names(frozenset(known), frozenset(text), frozenset(sets), closed)
         compiled = [_Compiler(rule, names).compile() for rule in rules]
         self.names: tuple[str, ...] = tuple(rule.name for rule in rules)
         self.features: tuple[str, ...] = tuple(sorted(set().union(*(c.features for c in compiled))))
@@ -131,7 +136,13 @@ def _parse(rule: Rule) -> ast.expr:
         msg = f"rule {rule.name!r}: empty expression"
         raise RuleError(msg)
     try:
-        return ast.parse(rule.expression.strip(), mode="eval").body
+        # Python only warns of some slips (`100and x`): here they are errors, not stderr noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SyntaxWarning)
+            return ast.parse(rule.expression.strip(), mode="eval").body
+    except SyntaxWarning as exc:
+        msg = f"rule {rule.name!r}: syntax error in {rule.expression!r}: {exc}"
+        raise RuleError(msg) from None
     except SyntaxError as exc:
         msg = f"rule {rule.name!r}: syntax error in {rule.expression!r}: {exc.msg}"
         raise RuleError(msg) from None
@@ -168,6 +179,7 @@ class _Names(NamedTuple):
     numbers: frozenset[str]
     text: frozenset[str]
     sets: frozenset[str]
+    values: Mapping[str, frozenset[str]]  # every value some text and set names can take
 
 
 def _vector_divide(left: _Vector, right: _Vector) -> _Vector:
@@ -342,9 +354,20 @@ class _Compiler:
     def _quoted(self, nodes: Sequence[ast.expr], node: ast.Compare, name: str) -> str:
         match nodes:
             case [ast.Constant(value=str() as value)]:
-                return value
-        msg = f"{name!r} is compared with a quoted name only, as in {name} == 'x': "
+                return self._known_value(name, value)
+        how = f"{name} == 'x'" if name in self._names.text else f"'x' in {name}"
+        msg = f"{name!r} is compared with a quoted name only, as in {how}: "
         raise self._error(msg + repr(self._text(node)))
+
+    def _known_value(self, name: str, value: str) -> str:
+        allowed = self._names.values.get(name)
+        if allowed is None or value in allowed:
+            return value
+        close = difflib.get_close_matches(value, sorted(allowed), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(repr(v) for v in sorted(allowed)) or "none"
+        msg = f"{name} is never {value!r}{hint}; it is one of: {known}"
+        raise self._error(msg)
 
     def _arithmetic(self, node: ast.BinOp) -> _Number:
         if type(node.op) not in _ARITHMETIC:

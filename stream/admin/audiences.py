@@ -18,6 +18,7 @@ import redis
 from features import keys
 from segments.audiences import Audience, Catalog
 from segments.engine import Engine
+from stream.errors import SegstreamError
 from stream.service.audience_catalog import AudienceCatalog
 from stream.service.wiring import feature_store, redis_client
 from stream.settings import Settings
@@ -30,7 +31,9 @@ Z95: Final = 1.96
 def add(settings: Settings, name: str, condition: str) -> dict[str, Any]:
     """Add an audience; the running service backfills it over the existing users."""
     windows = settings.features.rules().windows
-    catalog = _catalog(settings).change(lambda c: c.adding(name, condition, windows))
+    rules = [rule.name for rule in settings.segments.config().rules]
+    Catalog().adding(name, condition, windows, rules)  # a bad one is refused before Redis
+    catalog = _catalog(settings).change(lambda c: c.adding(name, condition, windows, rules))
     added = catalog.audiences[-1]  # `adding` puts it last
     return {"added": _describe(added), "catalog_version": catalog.version}
 
@@ -48,7 +51,7 @@ def listing(settings: Settings) -> dict[str, Any]:
     return {
         "catalog_version": catalog.version,
         "audiences": [{**_describe(a), "members": members[a.name]} for a in catalog.audiences],
-        "backfill": backfill(settings, catalog.version),
+        "backfill": backfill(settings, catalog.version) if catalog.version else None,
     }
 
 
@@ -94,17 +97,22 @@ def wait_backfill(settings: Settings, version: int, timeout_s: float) -> dict[st
     """Wait until every partition's users are up to catalog `version`, with progress on stderr;
     the last progress, `complete` false when the time ran out (is the service running?)."""
     deadline = time.monotonic() + timeout_s
+    terminal = sys.stderr.isatty()
+    shown = ""
     while True:
         state = backfill(settings, version)
-        print(
-            f"\rbackfill: {state['partitions_done']}/{state['partitions']} partitions,"
-            f" {state['users_checked']:,}/{state['users']:,} users checked",
-            end="",
-            file=sys.stderr,
-            flush=True,
+        line = (
+            f"backfill: {state['partitions_done']}/{state['partitions']} partitions,"
+            f" {state['users_checked']:,}/{state['users']:,} users checked"
         )
+        if terminal:  # one line, rewritten
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        elif line != shown:  # a log: a line per change
+            print(line, file=sys.stderr, flush=True)
+        shown = line
         if state["complete"] or time.monotonic() >= deadline:
-            print(file=sys.stderr)
+            if terminal:
+                print(file=sys.stderr)
             return state
         time.sleep(0.5)
 
@@ -113,9 +121,11 @@ def preview(settings: Settings, condition: str, sample: int = PREVIEW_SAMPLE) ->
     """The estimated size of an audience with this condition, from a uniform sample of the
     stored users, evaluated as the service would; nothing is changed."""
     windows = settings.features.rules().windows
-    catalog = Catalog().adding("preview", condition, windows)
+    rules = [rule.name for rule in settings.segments.config().rules]
+    catalog = Catalog().adding("preview", condition, windows, rules)
     engine = Engine(settings.segments.config(keep_days=settings.features.ttl_days), windows)
     engine.set_audiences(catalog)
+    _catalog(settings)  # the prefix is one the service runs under
     client = redis_client(settings)
     users = _users_by_partition(client, settings.key_prefix)
     total = sum(users.values())
@@ -185,4 +195,15 @@ def _describe(audience: Audience) -> dict[str, Any]:
 
 
 def _catalog(settings: Settings) -> AudienceCatalog:
-    return AudienceCatalog(redis_client(settings), settings.key_prefix)
+    """The catalog of a prefix the service has run under (its layout record says so): a typo
+    in the prefix or the URL would otherwise make an audience no instance follows."""
+    client = redis_client(settings)
+    if not client.exists(keys.layout(settings.key_prefix)):
+        msg = (
+            f"no segstream state under the key prefix {settings.key_prefix!r} in this Redis"
+            f" ({keys.layout(settings.key_prefix)!r} is missing; the service writes it when it"
+            " starts): check SEGSTREAM_KEY_PREFIX and SEGSTREAM_REDIS__URL, or start the"
+            " service first"
+        )
+        raise SegstreamError(msg)
+    return AudienceCatalog(client, settings.key_prefix)

@@ -14,7 +14,7 @@ import orjson
 from confluent_kafka import Producer
 
 from features.events import parse_timestamp
-from stream.errors import ConfigError
+from stream.errors import ConfigError, SegstreamError
 from stream.settings import Settings, producer_config
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -454,11 +454,14 @@ def register_audience(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _audience_call(call: Callable[[], Result]) -> Result:
-    """A bad name or condition is a bad argument (exit 2), named in the message."""
-    from segments.audiences import AudienceError
+    """A bad name or condition is a bad argument (exit 2), named in the message; an audience
+    that is not there is a failure (exit 1), as an unknown user is for `profile`."""
+    from segments.audiences import AudienceError, UnknownAudienceError
 
     try:
         return call()
+    except UnknownAudienceError as exc:
+        raise SegstreamError(str(exc)) from None
     except AudienceError as exc:
         raise ConfigError(str(exc)) from None
 

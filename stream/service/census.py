@@ -76,7 +76,8 @@ class Census:
         seen: dict[str, dict[str, int]] = {"segment": {}, "cluster": {}, "audience": {}}
         for raw_field, raw_count in tallies.items():
             kind, _, name = raw_field.decode().partition(":")
-            if kind in seen:
+            # A removed audience's tally stays at 0: its series goes, so labels do not pile up.
+            if kind in seen and (kind != "audience" or int(raw_count)):
                 seen[kind][name] = int(raw_count)
         gauges = (
             ("segment", metrics.SEGMENT_USERS),

@@ -94,7 +94,7 @@ class Sweep:
         for backfill in self._backfills.values():
             backfill.cursor = 0
         logger.info(
-            "clusters placed anew (placement %d): checking the clusters of partitions %s' users",
+            "clusters placed anew (placement %d): checking the clusters of partitions %s",
             placement,
             sorted(self._owned),
         )

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from features.definitions import UserState
-from segments.audiences import AudienceError, Audiences, Catalog, decode, encode
+from segments.audiences import (
+    AudienceError,
+    Audiences,
+    Catalog,
+    UnknownAudienceError,
+    decode,
+    encode,
+)
 from segments.config import DAY_MS, SegmentConfig
 from segments.engine import AUDIENCE, SEGMENT, Engine, Scored
 from segments.policy import Record, counted_in, dump, load
@@ -68,7 +75,7 @@ def audience_changes(out: Scored) -> list[tuple[str, str, bool, str]]:
 
 def test_conditions_read_text_sets_and_the_assignments_numbers() -> None:
     catalog = Catalog().adding("hot", "propensity > 0.5 and 'books' in top_categories")
-    catalog = catalog.adding("not_lost", "segment != 'Lost' and 'vip' not in rules")
+    catalog = catalog.adding("not_lost", "segment != 'Lost' and 'vip' not in rules", rules=["vip"])
     catalog = catalog.adding("cluster_two", "cluster == 2")
     audiences = Audiences(catalog)
     records = [
@@ -91,6 +98,12 @@ def test_conditions_read_text_sets_and_the_assignments_numbers() -> None:
         ("spend_3d > 1", "unknown feature 'spend_3d'"),
         ("propensity > 'high'", "only int and float numbers"),
         ("__import__('os')", "function call is not allowed"),
+        ("segment == 'Champion'", "segment is never 'Champion' \\(did you mean 'Champions'\\?\\)"),
+        ("rfm == 'champions'", "rfm is never 'champions'"),
+        ("propensity_band == 'hgih'", "did you mean 'high'"),
+        ("'vipp' in rules", "rules is never 'vipp'"),
+        ("books in categories", "as in 'x' in categories"),
+        ("spend_total > 100and orders_30d > 1", "syntax error"),
     ],
 )
 def test_a_bad_condition_is_refused_naming_the_problem(condition: str, message: str) -> None:
@@ -114,10 +127,20 @@ def test_the_catalog_refuses_a_duplicate_an_unknown_name_and_a_bad_name() -> Non
     catalog = Catalog().adding("a", "spend_total > 1")
     with pytest.raises(AudienceError, match="exists"):
         catalog.adding("a", "spend_total > 2")
-    with pytest.raises(AudienceError, match="no audience 'z'"):
+    with pytest.raises(UnknownAudienceError, match="no audience 'z'"):
         catalog.removing("z")
     with pytest.raises(AudienceError, match="bad name"):
         catalog.adding("Big Spenders", "spend_total > 2")
+    with pytest.raises(AudienceError, match="longer than 64"):
+        catalog.adding("a" * 65, "spend_total > 2")
+
+
+def test_names_the_settings_know_are_accepted_in_quotes() -> None:
+    catalog = Catalog().adding("vips", "'vip' in rules or segment == 'vip'", rules=["vip"])
+    catalog = catalog.adding("lost", "rfm == 'Lost' and propensity_band != 'unknown'")
+    assert [a.name for a in catalog.audiences] == ["vips", "lost"]
+    # Categories are whatever the events bring: any quoted name is taken.
+    assert Catalog().adding("x", "'anything at all' in categories").version == 1
 
 
 # --- the engine -------------------------------------------------------------------------------

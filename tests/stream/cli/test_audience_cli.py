@@ -1,6 +1,6 @@
 """`segstream audience` as an operator meets it without a running service: a bad condition
-names the problem (exit 2), an unknown audience exit 1, and `--wait` that runs out says so
-(exit 1) while the change itself stands."""
+names the problem (exit 2), an unknown audience or a prefix no service ran under exit 1, and
+`--wait` that runs out says so (exit 1) while the change itself stands."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ from tests.cli_tools import env_for, segstream
 from tests.stream.service.test_segments_e2e import client_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def service_ran(settings: Settings) -> None:
+    """The layout record a service writes at start: the audience commands ask for it."""
+    client_for(settings).set(keys.layout(settings.key_prefix), b'{"format": 1}')
 
 
 def audience(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -39,8 +45,17 @@ def test_a_bad_condition_exits_2_naming_the_problem(settings: Settings) -> None:
 def test_an_unknown_audience_exits_1(settings: Settings) -> None:
     assert audience(settings, "show", "nobody").returncode == 1
     removed = audience(settings, "remove", "nobody")
-    assert removed.returncode == 2
+    assert removed.returncode == 1
     assert b"no audience 'nobody'" in removed.stderr
+
+
+def test_a_prefix_no_service_ran_under_is_refused_naming_the_settings(settings: Settings) -> None:
+    for args in (("add", "big", "spend_total > 1"), ("list",), ("preview", "spend_total > 1")):
+        done = audience(settings, *args, "--key-prefix", "nothere")
+        assert done.returncode == 1, args
+        assert b"no segstream state under the key prefix 'nothere'" in done.stderr
+        assert b"SEGSTREAM_KEY_PREFIX" in done.stderr
+    assert not client_for(settings).exists("nothere:audiences")
 
 
 def test_a_wait_without_a_service_ends_with_exit_1_and_the_audience_added(
