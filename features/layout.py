@@ -33,6 +33,12 @@ AS_OF: Final = (
     "features are computed as of the event-time watermark of the user's input partition"
     " (state field `partition`, a field of the `watermarks` hash), else the user's `last_seen`"
 )
+WINDOW_SUMS: Final = (
+    "state field `windows` holds per window (in `windows` order) a map bucket index -> [count"
+    " of view, search, add_to_cart, remove_from_cart, purchase, review, spend, orders]; a"
+    " window of length L with B buckets (bucket length L // B ms) sums, as of time t ms, the"
+    " buckets k with t // (L // B) - B < k <= t // (L // B)"
+)
 RAW: Final = "raw"
 PSEUDONYMISED: Final = "hmac-sha256"  # features.privacy.Pseudonymizer: 32 hex digits
 
@@ -53,6 +59,7 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True):
     user_ids: str = RAW
     keys: dict[str, str] = msgspec.field(default_factory=dict)
     as_of: str = AS_OF
+    window_sums: str = WINDOW_SUMS
 
     @classmethod
     def of(

@@ -66,3 +66,34 @@ def test_windows_of_different_bucket_counts_cannot_be_described() -> None:
     windows = (*parse_windows(["1h"], 24), *parse_windows(["7d"], 12))
     with pytest.raises(ValueError, match="one bucket count"):
         Layout.of(Rules(windows=windows), "p")
+
+
+def test_a_reader_following_only_the_record_computes_the_windowed_counts() -> None:
+    """What a program in another language does: decode the msgpack array by the record's field
+    order, then sum the buckets by its `window_sums` rule; it agrees with the service's own
+    features for every window and event type."""
+    import msgspec
+
+    from features.definitions import TYPE_NAMES, apply_event, compute_features
+    from features.events import Event
+
+    hour = 3_600_000
+    state = UserState()
+    for i, kind in enumerate(["view", "purchase", "view", "add_to_cart", "view", "review"] * 9):
+        ts = 1_770_000_000_000 + i * 5 * hour // 3
+        event = Event(f"e{i}", "u", kind, ts, price=10.0, quantity=1, order_id=f"o{i}")
+        apply_event(state, event, DEFAULT_WINDOWS)
+    now = state.last_seen + 2 * hour
+    record = orjson.loads(Layout.of(Rules(), "p").encode())
+    assert "t // (L // B) - B < k <= t // (L // B)" in record["window_sums"]
+    fields = msgspec.msgpack.decode(msgspec.msgpack.encode(state))
+    windows = fields[record["state_fields"].index("windows")]
+    units = {"h": hour, "d": 24 * hour, "m": 60_000}
+    expected = compute_features(state, now, DEFAULT_WINDOWS)
+    for name, buckets in zip(record["windows"], windows, strict=True):
+        length = int(name[:-1]) * units[name[-1]]
+        width = length // record["buckets"]
+        newest = now // width
+        kept = [b for k, b in buckets.items() if newest - record["buckets"] < int(k) <= newest]
+        for slot, type_name in enumerate(TYPE_NAMES):
+            assert sum(b[slot] for b in kept) == expected[f"{type_name}_{name}"], (name, type_name)
