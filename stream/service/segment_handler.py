@@ -305,7 +305,8 @@ class SegmentHandler:
             # A due user without a state now (erased, expired) needs no timer any more.
             gone = ((p, u, 0) for u, p in decisions.due.items() if u not in applied.states)
             self._timers.schedule(gone)
-            self.sync.learn(decisions.samples, decisions.watermarks)
+            if decisions.in_batch:  # between records an instance does not learn or publish
+                self.sync.learn(decisions.samples, decisions.watermarks)
         except TransientError as exc:
             logger.warning("model or timer upkeep skipped for a batch: %s", exc)
         self.resolved = decisions.samples.labels
