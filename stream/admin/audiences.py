@@ -33,49 +33,52 @@ def add(settings: Settings, name: str, condition: str) -> dict[str, Any]:
     windows = settings.features.rules().windows
     rules = [rule.name for rule in settings.segments.config().rules]
     Catalog().adding(name, condition, windows, rules)  # a bad one is refused before Redis
-    catalog = _catalog(settings).change(lambda c: c.adding(name, condition, windows, rules))
+    catalog = _catalog(_open(settings), settings).change(
+        lambda c: c.adding(name, condition, windows, rules)
+    )
     added = catalog.audiences[-1]  # `adding` puts it last
     return {"added": _describe(added), "catalog_version": catalog.version}
 
 
 def remove(settings: Settings, name: str) -> dict[str, Any]:
     """Remove an audience; the running service publishes its members' leaves."""
-    catalog = _catalog(settings).change(lambda c: c.removing(name))
+    catalog = _catalog(_open(settings), settings).change(lambda c: c.removing(name))
     return {"removed": name, "catalog_version": catalog.version}
 
 
 def listing(settings: Settings) -> dict[str, Any]:
-    catalog = _catalog(settings).load()
-    client = redis_client(settings)
+    client = _open(settings)
+    catalog = _catalog(client, settings).load()
     members = _members(client, settings.key_prefix, [a.name for a in catalog.audiences])
+    progress = _backfill(client, settings, catalog.version) if catalog.version else None
     return {
         "catalog_version": catalog.version,
         "audiences": [{**_describe(a), "members": members[a.name]} for a in catalog.audiences],
-        "backfill": backfill(settings, catalog.version) if catalog.version else None,
+        "backfill": progress,
     }
 
 
 def show(settings: Settings, name: str) -> dict[str, Any] | None:
     """One audience with its member count and the backfill's progress; None if unknown."""
-    catalog = _catalog(settings).load()
+    client = _open(settings)
+    catalog = _catalog(client, settings).load()
     audience = catalog.named(name)
     if audience is None:
         return None
-    client = redis_client(settings)
     members = _members(client, settings.key_prefix, [name])[name]
     return {
         **_describe(audience),
         "members": members,
         "catalog_version": catalog.version,
-        "backfill": backfill(settings, catalog.version),
+        "backfill": _backfill(client, settings, catalog.version),
     }
 
 
-def backfill(settings: Settings, version: int) -> dict[str, Any]:
+def _backfill(client: redis.Redis, settings: Settings, version: int) -> dict[str, Any]:
     """How far the owners of the partitions brought their users up to catalog `version`:
     partitions done, users checked of the users stored."""
-    progress = _catalog(settings).progress()
-    users = _users_by_partition(redis_client(settings), settings.key_prefix)
+    progress = _catalog(client, settings).progress()
+    users = _users_by_partition(client, settings.key_prefix)
     done = [
         p for p in users if (got := progress.get(p)) and got["version"] == version and got["done"]
     ]
@@ -99,8 +102,9 @@ def wait_backfill(settings: Settings, version: int, timeout_s: float) -> dict[st
     deadline = time.monotonic() + timeout_s
     terminal = sys.stderr.isatty()
     shown = ""
+    client = _open(settings)
     while True:
-        state = backfill(settings, version)
+        state = _backfill(client, settings, version)
         line = (
             f"backfill: {state['partitions_done']}/{state['partitions']} partitions,"
             f" {state['users_checked']:,}/{state['users']:,} users checked"
@@ -125,8 +129,7 @@ def preview(settings: Settings, condition: str, sample: int = PREVIEW_SAMPLE) ->
     catalog = Catalog().adding("preview", condition, windows, rules)
     engine = Engine(settings.segments.config(keep_days=settings.features.ttl_days), windows)
     engine.set_audiences(catalog)
-    _catalog(settings)  # the prefix is one the service runs under
-    client = redis_client(settings)
+    client = _open(settings)
     users = _users_by_partition(client, settings.key_prefix)
     total = sum(users.values())
     sampled = _sample(client, settings.key_prefix, users, sample)
@@ -194,9 +197,13 @@ def _describe(audience: Audience) -> dict[str, Any]:
     return {"name": audience.name, "condition": audience.condition, "version": audience.version}
 
 
-def _catalog(settings: Settings) -> AudienceCatalog:
-    """The catalog of a prefix the service has run under (its layout record says so): a typo
-    in the prefix or the URL would otherwise make an audience no instance follows."""
+def _catalog(client: redis.Redis, settings: Settings) -> AudienceCatalog:
+    return AudienceCatalog(client, settings.key_prefix)
+
+
+def _open(settings: Settings) -> redis.Redis:
+    """A client on a prefix the service has run under (its layout record says so): a typo in
+    the prefix or the URL would otherwise make an audience no instance follows."""
     client = redis_client(settings)
     if not client.exists(keys.layout(settings.key_prefix)):
         msg = (
@@ -206,4 +213,4 @@ def _catalog(settings: Settings) -> AudienceCatalog:
             " service first"
         )
         raise SegstreamError(msg)
-    return AudienceCatalog(client, settings.key_prefix)
+    return client

@@ -321,11 +321,13 @@ def _timed(read: Callable[[T], object], arguments: Sequence[T]) -> dict[str, flo
         if not found:
             msg = f"a bench read found nothing for {argument!r}"
             raise RuntimeError(msg)
-    took.sort()
+    return {**_percentiles(sorted(took), 3), "mean_ms": round(statistics.fmean(took), 3)}
+
+
+def _percentiles(ascending: list[float], digits: int) -> dict[str, float]:
     return {
-        "p50_ms": round(statistics.median(took), 3),
-        "p99_ms": round(took[int(0.99 * (len(took) - 1))], 3),
-        "mean_ms": round(statistics.fmean(took), 3),
+        "p50_ms": round(statistics.median(ascending), digits),
+        "p99_ms": round(ascending[int(0.99 * (len(ascending) - 1))], digits),
     }
 
 
@@ -453,8 +455,7 @@ def _latency_figures(latencies: list[float], rate: float) -> dict[str, object]:
     return {
         **result,
         "measured": len(found),
-        "p50_ms": round(statistics.median(found), 2),
-        "p99_ms": round(found[int(0.99 * (len(found) - 1))], 2),
+        **_percentiles(found, 2),
         "max_ms": round(found[-1], 2),
     }
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import socket
-import urllib.request
 from collections.abc import Iterator
-from urllib.error import HTTPError
 
 import orjson
 import pytest
@@ -15,6 +13,7 @@ from stream.cli import main as cli
 from stream.ops.health import Health, serve
 from stream.ops.probe import probe
 from stream.tools.local_servers import free_port
+from tests.http_tools import get
 
 pytestmark = pytest.mark.unit
 
@@ -44,14 +43,6 @@ def port(health: Health) -> Iterator[int]:
     yield number
     server.shutdown()
     server.server_close()
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
-            return response.status, response.read()
-    except HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def _stats(*states: str, rxidle_s: float = 0.5) -> dict[str, object]:
@@ -146,17 +137,17 @@ def test_a_loop_paused_on_a_dependency_or_stopped_for_lost_state_is_unready(
 
 
 def test_http_endpoints_answer_metrics_and_probes(port: int, health: Health) -> None:
-    status, body = _get(port, "/metrics")
+    status, body = get(port, "/metrics")
     assert status == 200
     assert b"segstream_build_info{" in body
-    assert _get(port, "/healthz")[0] == 200
+    assert get(port, "/healthz")[0] == 200
     health.kafka_statistics(_stats("DOWN"))
-    status, body = _get(port, "/readyz")
+    status, body = get(port, "/readyz")
     assert status == 503
     assert orjson.loads(body) == {"ok": False, "kafka": "down", "redis": "up"}
     health.kafka_statistics(_stats("UP"))
-    assert _get(port, "/readyz")[0] == 200
-    assert _get(port, "/nothing")[0] == 404
+    assert get(port, "/readyz")[0] == 200
+    assert get(port, "/nothing")[0] == 404
 
 
 def test_a_half_sent_request_is_dropped_after_the_timeout(
@@ -171,7 +162,7 @@ def test_a_half_sent_request_is_dropped_after_the_timeout(
             slow.sendall(b"GET /metr")
             # The server closes the connection: the read ends (b"") instead of timing out.
             assert slow.recv(1024) == b""
-        assert _get(number, "/healthz")[0] == 200
+        assert get(number, "/healthz")[0] == 200
     finally:
         server.shutdown()
         server.server_close()

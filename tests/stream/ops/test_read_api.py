@@ -3,10 +3,8 @@ Redis) the service's own lookup answering what the client reads."""
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.error import HTTPError
 from urllib.parse import quote
 
 import orjson
@@ -24,18 +22,11 @@ from stream.ops.read_api import MAX_BATCH
 from stream.service.wiring import feature_store, layout_of, read_api
 from stream.settings import ApiSettings, PrivacySettings, Settings, load_settings
 from stream.tools.local_servers import free_port
+from tests.http_tools import get
 
 T0 = 1_767_225_600_000
 KEY = "pseudonymisation-key-for-tests"
 Lookup = Callable[[Sequence[str]], Mapping[str, dict[str, Any] | None]]
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def served(lookup: Lookup | None) -> Iterator[int]:

@@ -11,9 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from urllib.error import HTTPError, URLError
+from urllib.error import URLError
 
 import orjson
 import pytest
@@ -25,6 +24,7 @@ from stream.settings import Settings
 from stream.tools.generate import generate
 from stream.tools.local_servers import free_port
 from tests.cli_tools import env_for, segstream
+from tests.http_tools import get
 from tests.kafka_tools import produce, wait_committed
 
 pytestmark = pytest.mark.integration
@@ -47,14 +47,6 @@ CURL_EXAMPLE = """\
 curl -s http://localhost:9400/v1/users/u0000042
 curl -s 'http://localhost:9400/v1/users?id=u0000042&id=u0000043'
 """
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def start(settings: Settings, workdir: Path, port: int, *, api: bool) -> subprocess.Popen[bytes]:
