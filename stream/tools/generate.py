@@ -11,6 +11,10 @@ simulated in chunks, each chunk is sorted and spilled to a temporary run file,
 and the runs are k-way merged into the output. Every run line carries a
 fixed-width ``ts|user|seq`` key prefix, so the merge is a plain bytes
 comparison and ties between events resolve identically for any chunk size.
+
+Known cross-sell rules (:data:`PLANTED_RULES`) are planted in the carts so a rule miner's recovery
+can be measured. They draw from a second RNG per user, so every other event is the same as
+without them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from itertools import islice
 from operator import itemgetter
 from pathlib import Path
 from statistics import NormalDist
-from typing import IO, Any, Final, Protocol
+from typing import IO, Any, Final, NamedTuple, Protocol
 
 import orjson
 
@@ -39,8 +43,10 @@ __all__ = [
     "DEFAULT_START_MS",
     "EVENT_TYPES",
     "PERSONAS",
+    "PLANTED_RULES",
     "SCHEMA_VERSION",
     "GenerateSummary",
+    "PlantedRule",
     "generate",
 ]
 
@@ -166,6 +172,48 @@ def _build_catalog() -> tuple[tuple[_Product, ...], ...]:
 _CATALOG: Final = _build_catalog()
 
 
+class PlantedRule(NamedTuple):
+    """A cross-sell planted in the stream, so a rule miner's recovery can be measured.
+
+    The first time in a session that ``antecedent`` goes into the cart, ``consequent`` follows it
+    with probability ``confidence``: one more add_to_cart right after, taking no think time.
+    """
+
+    antecedent: str
+    consequent: str
+    confidence: float
+
+
+# Antecedents are the cheapest product of a category that bargain hunters and loyal regulars
+# favour, so they are in enough baskets to be found in a few thousand users; consequents sit in
+# mid-catalogue, rarely carted on their own, so each rule's lift is high.
+PLANTED_RULES: Final[tuple[PlantedRule, ...]] = (
+    PlantedRule("p070000", "p070180", 0.6),  # grocery: ground coffee -> paper filters
+    PlantedRule("p110000", "p110200", 0.5),  # pets: dog food -> chew toy
+    PlantedRule("p030000", "p030220", 0.4),  # beauty: shampoo -> conditioner
+    PlantedRule("p060000", "p060160", 0.5),  # toys: rc car -> battery pack
+    PlantedRule("p050000", "p050240", 0.3),  # books: thriller paperback -> its sequel
+)
+
+
+def _catalog_index(product_id: str) -> tuple[int, int]:
+    """(category index, product index) of a catalogue product id."""
+    ci, k = int(product_id[1:3]), int(product_id[3:])
+    if not (0 <= ci < len(_CATALOG) and 0 <= k < _PRODUCTS_PER_CATEGORY) or (
+        _CATALOG[ci][k][0] != product_id
+    ):
+        msg = f"not a catalogue product id: {product_id!r}"
+        raise ValueError(msg)
+    return ci, k
+
+
+# Antecedent (category, index) -> (confidence, consequent category, consequent index).
+_CROSS_SELL: Final[dict[tuple[int, int], tuple[float, int, int]]] = {
+    _catalog_index(r.antecedent): (r.confidence, *_catalog_index(r.consequent))
+    for r in PLANTED_RULES
+}
+
+
 def _category_weights(**weights: float) -> tuple[float, ...]:
     """Cumulative category probabilities from relative weights (unnamed ones get 1)."""
     unknown = set(weights) - set(CATEGORIES)
@@ -277,27 +325,37 @@ class _UserSim:
 
     __slots__ = (
         "cart",
+        "cross_sold",
         "limit",
         "lines",
         "n_orders",
         "n_sessions",
         "pending_reviews",
+        "planted",
         "price_exp",
         "prof",
         "reviewed",
         "rng",
+        "seed",
         "seq",
         "sid",
+        "side_rng",
         "t",
         "uid",
+        "uidx",
         "ukey",
     )
 
-    def __init__(self, uidx: int, prof: _Profile, rng: random.Random) -> None:
+    def __init__(self, uidx: int, prof: _Profile, rng: random.Random, seed: int) -> None:
         self.uid = _user_id(uidx)
+        self.uidx = uidx
         self.ukey = b"%010d" % uidx
         self.prof = prof
         self.rng = rng
+        self.seed = seed
+        # Planted cross-sells draw from their own RNG, created on first use, so the main RNG
+        # (and so every other event) is the same with or without them.
+        self.side_rng: random.Random | None = None
         self.lines: list[bytes] = []
         self.seq = 0
         self.t = 0
@@ -306,6 +364,9 @@ class _UserSim:
         self.n_sessions = 0
         self.n_orders = 0
         self.cart: list[tuple[int, int, int]] = []  # (category, product index, qty)
+        # Planted cross-sell lines, apart from the cart so removals draw from it as before.
+        self.planted: list[tuple[int, int, int]] = []
+        self.cross_sold: set[tuple[int, int]] = set()  # antecedents decided this session
         self.pending_reviews: list[tuple[int, int]] = []  # (category, product index)
         self.reviewed: set[tuple[int, int]] = set()
         # Per-user taste jitter so members of one persona are not clones.
@@ -356,6 +417,8 @@ class _UserSim:
         self.sid = f"{self.uid}-s{self.n_sessions}"
         self.n_sessions += 1
         self.cart = []
+        self.planted = []
+        self.cross_sold.clear()
         self._reviews()
         cat = self._category()
         steps = 1 + int(rng.expovariate(1.0 / max(prof.steps_mean - 1.0, 0.1)))
@@ -379,9 +442,28 @@ class _UserSim:
             qty = min(1 + int(rng.random() ** 2 * prof.max_qty), prof.max_qty)
             cart.append((cat, k, qty))
             self._product_event("add_to_cart", cat, k, qty)
+            if (cat, k) in _CROSS_SELL:
+                self._cross_sell(cat, k)
         if cart and rng.random() < prof.p_remove:
             c, pk, q = cart.pop(int(rng.random() * len(cart)))
             self._product_event("remove_from_cart", c, pk, q)
+
+    def _cross_sell(self, cat: int, k: int) -> None:
+        """Maybe add the planted consequent of antecedent (cat, k), decided once per session.
+
+        Emitted without think time and decided by the side RNG, so the events around it keep
+        their times; the line is bought with the order but never removed or reviewed, since
+        either would draw from the main RNG.
+        """
+        if (cat, k) in self.cross_sold:
+            return
+        self.cross_sold.add((cat, k))
+        confidence, c2, k2 = _CROSS_SELL[cat, k]
+        if self.side_rng is None:
+            self.side_rng = _user_rng(self.seed, self.uidx, salt=b"cross-sell")
+        if self.side_rng.random() < confidence:
+            self.planted.append((c2, k2, 1))
+            self._product_event("add_to_cart", c2, k2, 1, think=False)
 
     def _category(self) -> int:
         return bisect(self.prof.category_cum, self.rng.random())
@@ -414,7 +496,7 @@ class _UserSim:
             "schema_version": SCHEMA_VERSION,
         }
 
-    def _product_event(self, etype: str, cat: int, k: int, qty: int) -> None:
+    def _product_event(self, etype: str, cat: int, k: int, qty: int, *, think: bool = True) -> None:
         # Views and cart changes are most events, so build the dict in one literal.
         product_id, category, price = _CATALOG[cat][k]
         event = {
@@ -430,7 +512,7 @@ class _UserSim:
         }
         if qty:
             event["quantity"] = qty
-        self._emit(event)
+        self._emit(event, think=think)
 
     def _search(self, cat: int) -> None:
         rng = self.rng
@@ -449,14 +531,19 @@ class _UserSim:
         order: dict[tuple[int, int], int] = {}  # a product added twice is one order line
         for cat, k, qty in self.cart:
             order[cat, k] = order.get((cat, k), 0) + qty
+        # Reviews draw from the main RNG, so only the cart's own lines may be reviewed.
+        reviewable = list(order)
+        for cat, k, qty in self.planted:
+            order[cat, k] = order.get((cat, k), 0) + qty
         for (cat, k), qty in order.items():
             event = self._base("purchase")
             event["product_id"], event["category"], event["price"] = _CATALOG[cat][k]
             event["quantity"] = qty
             event["order_id"] = order_id
             self._emit(event, think=False)
-            self.pending_reviews.append((cat, k))
+        self.pending_reviews.extend(reviewable)
         self.cart = []
+        self.planted = []
 
     def _reviews(self) -> None:
         """Review some items bought in earlier sessions, at the start of this one."""
@@ -476,9 +563,12 @@ def _user_id(uidx: int) -> str:
     return f"u{uidx:07d}"
 
 
-def _user_rng(seed: int, uidx: int) -> random.Random:
-    """An RNG per (seed, user) so a user's stream never depends on chunking."""
-    digest = hashlib.blake2b(f"{seed}/{uidx}".encode(), digest_size=16).digest()
+def _user_rng(seed: int, uidx: int, *, salt: bytes = b"") -> random.Random:
+    """An RNG per (seed, user) so a user's stream never depends on chunking.
+
+    A ``salt`` gives an independent side RNG of the same user.
+    """
+    digest = hashlib.blake2b(f"{seed}/{uidx}".encode(), digest_size=16, salt=salt).digest()
     return random.Random(int.from_bytes(digest, "big"))
 
 
@@ -548,7 +638,8 @@ def _simulate_all(
     for uidx in range(plan.users):
         rng = _user_rng(plan.seed, uidx)
         persona = plan.pick(rng)
-        lines = _UserSim(uidx, _PROFILES[persona], rng).run(plan.start_ms, plan.end_ms)
+        sim = _UserSim(uidx, _PROFILES[persona], rng, plan.seed)
+        lines = sim.run(plan.start_ms, plan.end_ms)
         personas_fh.write(f"{_user_id(uidx)},{persona}\n")
         totals.add(persona, lines)
         buf.extend(lines)

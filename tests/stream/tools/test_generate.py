@@ -16,12 +16,14 @@ from typing import Any
 import orjson
 import pytest
 
+from stream.tools import generate as generate_module
 from stream.tools.generate import (
     CATEGORIES,
     DEFAULT_PERSONA_WEIGHTS,
     DEFAULT_START_MS,
     EVENT_TYPES,
     PERSONAS,
+    PLANTED_RULES,
     GenerateSummary,
     generate,
 )
@@ -344,6 +346,91 @@ def test_new_visitors_appear_late_and_rarely_buy(dataset: Dataset) -> None:
 def test_vip_is_the_most_active_persona(dataset: Dataset) -> None:
     vip = persona_mean(dataset, "high_value_vip", len)
     assert all(vip > persona_mean(dataset, p, len) for p in PERSONAS if p != "high_value_vip")
+
+
+# --- planted cross-sell rules ------------------------------------------------
+
+
+def session_items(events: Events) -> dict[tuple[str, str], set[str]]:
+    """(user, session) -> products carted or bought in it."""
+    baskets: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for e in events:
+        if e["type"] in ("add_to_cart", "purchase"):
+            baskets[e["user_id"], e["session_id"]].add(e["product_id"])
+    return baskets
+
+
+def read_events(summary: GenerateSummary) -> Events:
+    return [orjson.loads(line) for line in Path(summary.out).read_bytes().splitlines()]
+
+
+def test_planted_rules_hold_with_their_confidence_and_a_high_lift(tmp_path: Path) -> None:
+    baskets = list(session_items(read_events(run(tmp_path, "e.jsonl", 5000, 30, seed=1))).values())
+    for rule in PLANTED_RULES:
+        with_a = [b for b in baskets if rule.antecedent in b]
+        assert len(with_a) >= 100, rule
+        confidence = sum(rule.consequent in b for b in with_a) / len(with_a)
+        # 3.5 binomial standard errors: measured, not planted, so it scatters around the setting.
+        tolerance = 3.5 * math.sqrt(rule.confidence * (1 - rule.confidence) / len(with_a))
+        assert abs(confidence - rule.confidence) <= tolerance, (rule, confidence)
+        consequent_share = sum(rule.consequent in b for b in baskets) / len(baskets)
+        assert confidence / consequent_share >= 3, rule
+
+
+def extra_lines(plain: Events, planted: Events) -> Events:
+    """The events of ``planted`` left over once ``plain`` is matched in order, per user.
+
+    Compared on everything but the event id (it carries a per-user sequence) and the quantity
+    (a planted line merges into an order line of the same product).
+    """
+
+    def key(e: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            e.get(k)
+            for k in (
+                "user_id",
+                "ts",
+                "type",
+                "product_id",
+                "session_id",
+                "order_id",
+                "query",
+                "rating",
+                "price",
+            )
+        )
+
+    def by_user(events: Events) -> dict[str, Events]:
+        users: dict[str, Events] = defaultdict(list)
+        for e in events:
+            users[e["user_id"]].append(e)
+        return users
+
+    plain_users, planted_users = by_user(plain), by_user(planted)
+    assert plain_users.keys() == planted_users.keys()
+    extras: Events = []
+    for user, expected in plain_users.items():
+        i = 0
+        for e in planted_users[user]:
+            if i < len(expected) and key(e) == key(expected[i]):
+                i += 1
+            else:
+                extras.append(e)
+        assert i == len(expected), user
+    return extras
+
+
+def test_planting_adds_cart_and_order_lines_and_changes_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_rules = run(tmp_path, "planted.jsonl", users=1500, days=20, seed=3)
+    monkeypatch.setattr(generate_module, "_CROSS_SELL", {})
+    without = run(tmp_path, "plain.jsonl", users=1500, days=20, seed=3)
+    assert Path(with_rules.personas_path).read_bytes() == Path(without.personas_path).read_bytes()
+    extras = extra_lines(read_events(without), read_events(with_rules))
+    consequents = {r.consequent for r in PLANTED_RULES}
+    assert {e["type"] for e in extras} == {"add_to_cart", "purchase"}
+    assert all(e["product_id"] in consequents for e in extras)
 
 
 # --- options and validation -------------------------------------------------
