@@ -42,6 +42,12 @@ TENURE_CAP_DAYS: Final = 3650.0
 MAX_LATE_KEPT: Final = 1024
 # Pruning is lazy: a state is cleaned once one of its id maps grows past this many entries.
 PRUNE_AT: Final = 32
+# Products a basket (a session's cart and orders) holds for cross-sell counting, and recent
+# products a user's recommendations start from: bounded, whatever a session holds.
+MAX_BASKET: Final = 16
+MAX_RECENT: Final = 5
+# Event types whose product goes into the basket: what a user meant to buy, not browsed.
+BASKET_TYPES: Final = frozenset({TYPE_INDEX["add_to_cart"], TYPE_INDEX["purchase"]})
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,16 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
     # The segmentation layer's record of this user, opaque here: stored with the features so a
     # decision and the state it was made on are written by one compare-and-set.
     segment: bytes = b""
+    # Fields are encoded by position: new ones go last, so stored states still load.
+    # The current basket (the products carted or bought in one session, else one order) and its
+    # distinct categories; how many of each the segmentation layer has counted already (a new
+    # basket starts them at 0), so a basket's pairs are counted once however its events arrive.
+    basket_key: str = ""
+    basket: list[str] = msgspec.field(default_factory=list)
+    basket_categories: list[str] = msgspec.field(default_factory=list)
+    basket_counted: tuple[int, int] = (0, 0)
+    # The last products carted or bought, most recent last.
+    recent: list[str] = msgspec.field(default_factory=list)
 
 
 APPLIED: Final = 0
@@ -151,6 +167,8 @@ def apply_event(state: UserState, event: Event, windows: Sequence[Window]) -> No
     spend, new_order = _purchase(state, event) if kind == PURCHASE else (0.0, False)
     _session(state, event)
     _details(state, event)
+    if kind in BASKET_TYPES and event.product_id:
+        _basket(state, event)
     if len(state.windows) != len(windows):
         state.windows = [{} for _ in windows]
     for window, buckets in zip(windows, state.windows, strict=True):
@@ -194,6 +212,26 @@ def _details(state: UserState, event: Event) -> None:
         state.rating_count += 1
     if event.category:
         _count_category(state.categories, event.category)
+
+
+def _basket(state: UserState, event: Event) -> None:
+    key = event.session_id or event.order_id or event.event_id
+    if key != state.basket_key:
+        state.basket_key = key
+        state.basket, state.basket_categories, state.basket_counted = [], [], (0, 0)
+    product = event.product_id or ""
+    if product not in state.basket and len(state.basket) < MAX_BASKET:
+        state.basket.append(product)
+    category = event.category
+    categories = state.basket_categories
+    if category and category not in categories and len(categories) < MAX_BASKET:
+        categories.append(category)
+    recent = state.recent
+    if product in recent:
+        recent.remove(product)
+    recent.append(product)
+    if len(recent) > MAX_RECENT:
+        del recent[0]
 
 
 def _count_category(categories: dict[str, int], category: str) -> None:

@@ -89,6 +89,12 @@ def model_meta(prefix: str) -> str:
     return f"{model_tag(prefix)}:meta"
 
 
+def model_rules(prefix: str) -> str:
+    """Hash: the current version's cross-sell rules, item -> JSON list of its rules (best
+    first), for readers without the signing key."""
+    return f"{model_tag(prefix)}:rules"
+
+
 def model_lease(prefix: str) -> str:
     """String with a TTL: the id of the instance that trains and publishes snapshots."""
     return f"{model_tag(prefix)}:lease"

@@ -27,6 +27,11 @@ DEFAULT_MODEL_FEATURES: Final = (
 CLUSTERERS: Final = ("kmeans", "streamkmeans", "clustream", "dbstream", "denstream")
 CLASSIFIERS: Final = ("logistic", "svm", "hoeffding")
 RFM_FEATURES: Final = ("days_since_last_seen", "frequency", "monetary")
+# Playbook actions that stand for "recommend something": on a change they are replaced by one
+# `<action>:<item>` per cross-sell recommendation the user has (kept as they are without any).
+CROSS_SELL_ACTIONS: Final = frozenset(
+    {"cross_sell", "premium_cross_sell", "personal_recommendations"}
+)
 
 DEFAULT_PLAYBOOK: Final[Mapping[str, tuple[str, ...]]] = {
     "vip": ("vip_support", "early_access", "premium_cross_sell"),
@@ -86,6 +91,25 @@ class SegmentConfig:
     dwell_ms: int = DAY_MS
     rules: tuple[Rule, ...] = ()
     playbook: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: DEFAULT_PLAYBOOK)
+    # Parent groups the clusters are merged into (an agglomerative tree over the centres).
+    parents: int = 3
+    # Cross-sell rules between items (products, and categories) bought or carted together:
+    # minimums a rule must pass, and how many recommendations a user gets from them.
+    rule_min_support: float = 0.0005
+    # Baskets (decayed) a pair must be in, whatever its support: on a young or small stream a
+    # pair seen once with a rare item has a huge lift (300 users: a once-seen pair outranked
+    # every planted rule).
+    rule_min_count: float = 5.0
+    rule_min_confidence: float = 0.1
+    rule_min_lift: float = 1.5
+    recommendations: int = 3
+    # Event time after which a basket weighs half in the rules' counts.
+    rule_half_life_ms: int = 30 * DAY_MS
+    # Spend prediction: the spend over this much event time after a scoring.
+    spend_horizon_ms: int = 30 * DAY_MS
+    # A user is an outlier when farther from every dense region's centre than this share of
+    # the region's own members are.
+    outlier_quantile: float = 0.98
 
     @cached_property
     def recency_ms(self) -> tuple[int, ...]:
@@ -113,6 +137,15 @@ class SegmentConfig:
             (self.confirmations >= 1, "confirmations must be at least 1"),
             (0.0 <= self.segment_margin < 1.0, "segment_margin must be in [0, 1)"),
             (bool(self.features), "features must not be empty"),
+            (self.parents >= 1, "parents must be at least 1"),
+            (0.0 <= self.rule_min_support < 1.0, "rule_min_support must be in [0, 1)"),
+            (self.rule_min_count >= 0.0, "rule_min_count must not be negative"),
+            (0.0 <= self.rule_min_confidence <= 1.0, "rule_min_confidence must be in [0, 1]"),
+            (self.rule_min_lift >= 0.0, "rule_min_lift must not be negative"),
+            (0 <= self.recommendations <= 20, "recommendations must be in [0, 20]"),
+            (self.rule_half_life_ms > 0, "rule_half_life must be positive"),
+            (self.spend_horizon_ms > 0, "spend_horizon must be positive"),
+            (0.5 <= self.outlier_quantile <= 1.0, "outlier_quantile must be in [0.5, 1]"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -20,7 +20,8 @@ from features.columns import Columns, numeric_names
 from features.definitions import DEFAULT_WINDOWS, UserState, Window, catalog
 from segments.audiences import Audiences, Catalog
 from segments.clusterers import squared_distances
-from segments.config import RFM_FEATURES, SegmentConfig
+from segments.config import CROSS_SELL_ACTIONS, RFM_FEATURES, SegmentConfig
+from segments.crosssell import CATEGORY_ITEM, Basket
 from segments.policy import (
     Proposal,
     Record,
@@ -36,6 +37,7 @@ from segments.policy import (
 )
 from segments.rules import RuleSet
 from segments.scoring import Params, Scores, rfm, score
+from segments.spend import candidates, spend_features
 
 SAMPLE_BUCKETS: Final = 1 << 16
 
@@ -51,6 +53,10 @@ REMOVED: Final = "removed"
 SCHEMA_VERSION: Final = 1
 # Features whose larger values mean less value (the others, more), for nudging by the margin.
 DAY_FEATURES: Final = frozenset({"recency_days", "days_since_last_seen"})
+# Population tallies of campaigns: changes that carried an action, and purchases that followed
+# one within the horizon, by `<segment>|<action>`.
+OFFERS: Final = "offer:"
+CONVERSIONS: Final = "conversion:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +94,29 @@ class Label(NamedTuple):
     time_ms: int
 
 
+class SpendLabel(NamedTuple):
+    """A resolved spend snapshot: the regressor's inputs then, what the user spent over the
+    horizon, the prediction given then (-1: none), the naive one, and when it resolved."""
+
+    inputs: list[float]
+    spent: float
+    predicted: float
+    # The prediction of the version current when the label resolved, which has not learned it
+    # (-1: none; progressive validation, as river's `progressive_val_score`): a label takes the
+    # whole horizon, so the predictions given at snapshots resolve a horizon after the first.
+    checked: float
+    baseline: float
+    time_ms: int
+
+
 @dataclass
 class Scored:
     changes: list[Change] = field(default_factory=list)
     due: dict[str, int] = field(default_factory=dict)  # user -> next timer (0: none)
     samples: list[Sample] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
+    spend_labels: list[SpendLabel] = field(default_factory=list)
+    baskets: list[Basket] = field(default_factory=list)
     # Population tallies (field, delta) that move with each user's write; only users who moved.
     tallies: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
@@ -104,7 +127,9 @@ class Engine:
         self._windows = tuple(windows)
         self.rules = RuleSet(config.rules, numeric_names(windows))
         model = list(config.features)
-        extra = [n for n in (*RFM_FEATURES, *self.rules.features) if n not in model]
+        self._spend_names = spend_features(windows)
+        analytics = (*RFM_FEATURES, *self._spend_names, *self.rules.features)
+        extra = [n for n in analytics if n not in model]
         # What a change carries as `features`, whatever audiences read besides.
         self._published = (*model, *dict.fromkeys(extra))
         # The model's inputs alone (the default ones need no window sums: cheap to check).
@@ -125,6 +150,7 @@ class Engine:
         self.columns = Columns([*self._published, *extra], self._windows)
         self._index = {n: i for i, n in enumerate(self.columns.names)}
         self._rfm = [self._index[n] for n in RFM_FEATURES]
+        self._spend_columns = [self._index[n] for n in self._spend_names]
         self._rule_columns = [self._index[n] for n in self.rules.features]
         self._nudge = _nudge(self.columns.names, self.config.segment_margin)
         # The audiences' features alone, for a sweep's check.
@@ -157,6 +183,7 @@ class Engine:
         )
         rules = self._matching_rules(raw, up, down)
         view = _View(params, scores, near, rules, inputs, raw[:, : len(self._published)])
+        view.analytics(self._spend_inputs(raw))
         out = Scored()
         cut = int(learn_share * SAMPLE_BUCKETS)
         records, reasons = [], []
@@ -317,9 +344,16 @@ class Engine:
             follow_clusters(record, view.proposal(i, cluster), self.config)
         if cluster != record.cluster:
             out.tallies[user] = moved(record.segment, cluster, record)
+            hierarchy = view.params.hierarchy
+            record.parent = hierarchy.parent(record.cluster) if hierarchy else -1
         state.segment = dump(record)
         out.due[user] = record.due
         return record
+
+    def _spend_inputs(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The spend regressor's inputs: simple predictions it blends (`segments.spend`)."""
+        horizon = self.config.spend_horizon_ms
+        return candidates(raw[:, self._spend_columns], self._windows, horizon)
 
     def inputs(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Model inputs from raw feature values: log1p of counts and money."""
@@ -368,8 +402,10 @@ class Engine:
         # One hash of user and time decides both samples (its low and high 16 bits), so a
         # replay samples the same users.
         draw = zlib.crc32(b"%d" % now, zlib.crc32(user.encode()))
-        if not record.label_ts and draw >> 16 < self._label_cut:
+        labelled = draw >> 16 < self._label_cut
+        if not record.label_ts and labelled:
             self._snapshot(record, now, view.inputs[i], view.propensity[i])
+        self._beside(view, i, (user, state, record), (now, labelled), out)
         if draw & 0xFFFF < learn_cut:
             rfm_values = view.raw[i, self._rfm]
             inputs = view.inputs[i].tolist()
@@ -382,6 +418,9 @@ class Engine:
             before = None if first else load(state.segment)
             changes = self._changes(view, i, user, (before, record), settled, now, reason)
             out.changes.extend(changes)
+            offers = _offered(record, changes, now)
+            if offers:
+                out.tallies.setdefault(user, []).extend(offers)
         state.segment = dump(record)
         out.due[user] = record.due
         return record, reason
@@ -403,6 +442,70 @@ class Engine:
             out.labels.append(Label(inputs, record.label_hit, record.label_p, now))
         record.label_ts, record.label_x, record.label_p = 0, b"", 0.0
         record.label_hit = False
+
+    def _beside(
+        self,
+        view: _View,
+        i: int,
+        who: tuple[str, UserState, Record],
+        when: tuple[int, bool],
+        out: Scored,
+    ) -> None:
+        """What a scoring tells besides the segment: a spend label resolved (and a new
+        snapshot), an open offer converted, the cluster's parent group, whether the user is an
+        outlier, their predicted spend and cross-sell recommendations, their basket's growth.
+        Each step is skipped in one test when it has nothing to do (most users, most times)."""
+        user, state, record = who
+        now, labelled = when
+        if record.spend_ts:
+            self._resolve_spend(record, state, (now, view.params), out)
+        if record.offer_ts:
+            conversions = _converted(record, state.last_purchase, now, self.config.horizon_ms)
+            if conversions:
+                out.tallies.setdefault(user, []).extend(conversions)
+        record.parent = view.parents.get(record.cluster, -1)
+        record.outlier = view.outlier[i]
+        record.spend = view.spend[i]
+        rules = view.rules_table
+        if rules is not None and state.recent:
+            found = rules.recommend(state.recent, self.config.recommendations)
+            record.recommendations = [rule.consequent for rule in found]
+        elif record.recommendations:
+            record.recommendations = []
+        if not record.spend_ts and labelled:
+            self._spend_snapshot(record, state, now, view, i)
+        if state.basket_key:
+            _baskets(state, now, out.baskets)
+
+    def _resolve_spend(
+        self, record: Record, state: UserState, at: tuple[int, Params], out: Scored
+    ) -> None:
+        """What the user spent since the spend snapshot, followed at every scoring inside the
+        horizon; once it is over, the snapshot resolves into a label. A purchase past the
+        horizon, in the scoring that resolves it, is left out."""
+        now, params = at
+        if not record.spend_ts:
+            return
+        end = record.spend_ts + self.config.spend_horizon_ms
+        if now <= end or state.last_purchase <= end:
+            record.spend_seen = max(0.0, state.spend - record.spend_from)
+        if now < end:
+            return
+        inputs = np.frombuffer(record.spend_x, dtype=np.float32).astype(np.float64).tolist()
+        checked = _predicted(params, inputs)
+        given = (record.spend_p, checked, record.spend_base)
+        out.spend_labels.append(SpendLabel(inputs, record.spend_seen, *given, now))
+        record.spend_ts, record.spend_x, record.spend_p = 0, b"", -1.0
+        record.spend_base = record.spend_from = record.spend_seen = 0.0
+
+    @staticmethod
+    def _spend_snapshot(record: Record, state: UserState, now: int, view: _View, i: int) -> None:
+        record.spend_ts = now
+        record.spend_x = view.spend_row(i)
+        record.spend_p = record.spend
+        record.spend_base = view.baseline[i]
+        record.spend_from = state.spend
+        record.spend_seen = 0.0
 
     @staticmethod
     def _snapshot(
@@ -442,7 +545,7 @@ class Engine:
                 "previous": assignment(before, label(before.cluster, "")) if before else None,
                 "current": assignment(after, label(after.cluster, "")),
                 **common,
-                "actions": list(self.config.playbook.get(after.segment, ())),
+                "actions": self._actions(after.segment, after.recommendations),
             }
             previous = before.segment if before else None
             changes.append(
@@ -460,13 +563,24 @@ class Engine:
                 "segment": rule,
                 "entered": entered,
                 **common,
-                "actions": list(self.config.playbook.get(rule, ())) if entered else [],
+                "actions": self._actions(rule, after.recommendations) if entered else [],
             }
             changes.append(
                 Change(user, change_id, now, None if entered else rule, rule, payload,
                        now, MEMBERSHIP)
             )  # fmt: skip
         return changes
+
+    def _actions(self, segment: str, recommendations: Sequence[str]) -> list[str]:
+        """The playbook's actions for a segment, each cross-sell one given as one
+        `<action>:<item>` per recommendation (as it is when there are none)."""
+        actions: list[str] = []
+        for action in self.config.playbook.get(segment, ()):
+            if action in CROSS_SELL_ACTIONS and recommendations:
+                actions += [f"{action}:{item}" for item in recommendations]
+            else:
+                actions.append(action)
+        return actions
 
     def _common(self, view: _View, i: int, user: str, now: int, reason: str) -> dict[str, Any]:
         """What every change of one scoring carries."""
@@ -505,6 +619,36 @@ class _View:
         self.inputs = inputs
         self.raw = raw
         self.labels = dict(zip(params.cluster_ids.tolist(), params.cluster_labels, strict=True))
+        density = params.density
+        outlier = density.is_outlier(scores.standardized) if density and len(scores.rfm) else None
+        self.outlier: list[bool] = [False] * len(raw) if outlier is None else outlier.tolist()
+        self.parents = params.hierarchy.parent_of if params.hierarchy else {}
+        # Rules to recommend from (None: none, or no recommendations asked for).
+        self.rules_table = params.rules if params.rules else None
+        self.spend: list[float] = []
+        self.baseline: list[float] = []
+        self.spend_inputs = inputs
+
+    def analytics(self, spend_inputs: npt.NDArray[np.float64]) -> None:
+        """The spend predictions, from the regressor's inputs (the first: the naive one)."""
+        spend = self.params.spend
+        predicted = spend.predict(spend_inputs) if spend is not None else None
+        # As records keep them: to the cent, -1 for none.
+        self.spend = (
+            [-1.0] * len(spend_inputs)
+            if predicted is None
+            else np.where(np.isnan(predicted), -1.0, np.round(predicted, 2)).tolist()
+        )
+        self.baseline = spend_inputs[:, 0].tolist()
+        self.spend_inputs = spend_inputs
+        # float32 rows as one buffer: a user's snapshot is a slice of it, not a numpy call.
+        self._spend_bytes = spend_inputs.astype(np.float32).tobytes()
+        self._spend_width = spend_inputs.shape[1] * 4
+
+    def spend_row(self, i: int) -> bytes:
+        """User i's spend inputs as float32 bytes (as a snapshot keeps them)."""
+        width = self._spend_width
+        return self._spend_bytes[i * width : (i + 1) * width]
 
     def proposal(self, i: int, current_cluster: int) -> Proposal:
         cluster, distance, current = self.clusters.of(i, current_cluster)
@@ -551,6 +695,60 @@ class _Moments(NamedTuple):
     states: Sequence[UserState]
     now: Sequence[int]
     reasons: Sequence[str]
+
+
+def _predicted(params: Params, inputs: list[float]) -> float:
+    """One snapshot's spend as the version predicts it (-1 without a usable regressor)."""
+    if params.spend is None or not inputs:
+        return -1.0
+    predicted = float(params.spend.predict(np.array([inputs]))[0])
+    return -1.0 if math.isnan(predicted) else predicted
+
+
+def _baskets(state: UserState, now: int, found: list[Basket]) -> None:
+    """The growth of the user's basket since it was last counted, for the cross-sell counts:
+    its products, and its categories as items of their own."""
+    products, categories = state.basket_counted
+    basket, basket_categories = state.basket, state.basket_categories
+    if len(basket) == products and len(basket_categories) == categories:
+        return  # nothing new (most scorings)
+    if len(basket) > products:
+        found.append(Basket(tuple(basket[:products]), tuple(basket[products:]), now))
+    if len(basket_categories) > categories:
+        named = [CATEGORY_ITEM + c for c in basket_categories]
+        found.append(Basket(tuple(named[:categories]), tuple(named[categories:]), now))
+    state.basket_counted = (len(basket), len(basket_categories))
+
+
+def _offered(record: Record, changes: Sequence[Change], now: int) -> list[tuple[str, int]]:
+    """A change that carried actions opens an offer (`<segment>|<action>`, the action without
+    its item), replacing any still open; its tallies count the offers made."""
+    pairs: list[str] = []
+    for change in changes:
+        for action in change.payload.get("actions", ()):
+            pair = f"{change.current}|{action.partition(':')[0]}"
+            if pair not in pairs:
+                pairs.append(pair)
+    if not pairs:
+        return []
+    record.offer_ts, record.offer = now, pairs
+    return [(OFFERS + pair, 1) for pair in pairs]
+
+
+def _converted(
+    record: Record, last_purchase: int, now: int, horizon_ms: int
+) -> list[tuple[str, int]]:
+    """An open offer converts when a purchase follows it within the horizon (counted once),
+    and closes either way once the horizon is over."""
+    if not record.offer_ts:
+        return []
+    end = record.offer_ts + horizon_ms
+    if record.offer_ts < last_purchase <= end:
+        pairs, record.offer_ts, record.offer = record.offer, 0, []
+        return [(CONVERSIONS + pair, 1) for pair in pairs]
+    if now > end:
+        record.offer_ts, record.offer = 0, []
+    return []
 
 
 def _members(matching: list[str], near: list[str], previous: list[str]) -> list[str]:

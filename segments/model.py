@@ -21,9 +21,13 @@ from scipy.optimize import linear_sum_assignment
 
 from segments.clusterers import Vector, make_segmenter, matrix, nearest, squared_distances
 from segments.config import SegmentConfig
+from segments.crosssell import CATEGORY_ITEM, Basket, PairCounts, RuleTable
+from segments.density import summarise
+from segments.hierarchy import Parents
 from segments.population import Population
 from segments.propensity import VARIANCE_FLOOR, WindowedLogistic
 from segments.scoring import Z_CLIP, Params
+from segments.spend import SpendModel
 from segments.validation import LiveQuality
 
 QUANTILES: Final = (0.2, 0.4, 0.6, 0.8)
@@ -41,6 +45,10 @@ INTERCEPT_LR: Final = 0.01
 # up to date (`stream.service.sweep`). Lloyd steps move some users at every version; a fresh
 # fit that replaced the centres moved 28% of 2,736 users at once in the demo.
 PLACEMENT_SHARE: Final = 0.1
+# Items the cross-sell counts track, partners kept per item, and rules kept per item.
+RULE_ITEMS: Final = 5_000
+RULE_PARTNERS: Final = 20
+RULES_PER_ITEM: Final = 10
 Floats = npt.NDArray[np.float64]
 
 
@@ -101,6 +109,32 @@ class Model:
         # How many times the clusters were placed anew (see PLACEMENT_SHARE).
         self.placement = 0
         self._placed = None
+        self._analytics()
+
+    def _analytics(self) -> None:
+        """The learners added after the first trainer snapshots: cross-sell counts, spend,
+        parent groups (a snapshot pickled before them gets them fresh when it is loaded)."""
+        config = self.config
+        self.pairs = PairCounts(RULE_ITEMS, RULE_PARTNERS, config.rule_half_life_ms)
+        self.category_pairs = PairCounts(RULE_ITEMS, RULE_PARTNERS, config.rule_half_life_ms)
+        self.spend = SpendModel()
+        self.parents = Parents(config.parents)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "pairs" not in state:
+            self._analytics()
+
+    def learn_basket(self, basket: Basket) -> None:
+        """A basket's growth: its new items and their pairs with the rest (see `crosssell`);
+        products and categories are counted apart, each kind with its own basket count."""
+        categories = bool(basket.added) and basket.added[0].startswith(CATEGORY_ITEM)
+        (self.category_pairs if categories else self.pairs).learn(basket)
+
+    def learn_spend(self, inputs: Sequence[float], spent: float) -> None:
+        """A resolved spend snapshot: the inputs then, and what the user spent in the horizon."""
+        if not self.spend.learn(inputs, spent):
+            self.refused += 1
 
     def learn(self, user: str, inputs: Sequence[float], frequency: float, monetary: float) -> None:
         """One sampled user: model inputs (transformed, unscaled) and their RFM values. A
@@ -173,6 +207,7 @@ class Model:
         ids, centers = self._stable_centers()
         self._count_placement(population, _Placed(mean, scale, ids, centers))
         label_mean, label_scale, weights, intercept = self._propensity()
+        config = self.config
         return Params(
             version=self.version,
             names=tuple(names),
@@ -190,7 +225,29 @@ class Model:
             frequency_edges=_edges(self.frequency),
             monetary_edges=_edges(self.monetary),
             placement=self.placement,
+            hierarchy=self.parents.build(ids.tolist(), centers, lambda c: _label(c, names)),
+            density=summarise((population - mean) / scale, config.outlier_quantile)
+            if len(centers)
+            else None,
+            spend=self.spend.params(),
+            rules=self._rules(),
         )
+
+    def _rules(self) -> RuleTable:
+        """The cross-sell rules of products and of categories that pass the minimums."""
+        products, categories = (
+            counts.rules(*self._minimums(counts.baskets), RULES_PER_ITEM)
+            for counts in (self.pairs, self.category_pairs)
+        )
+        every = [*products.top(len(products)), *categories.top(len(categories))]
+        return RuleTable(every, products.baskets)
+
+    def _minimums(self, baskets: float) -> tuple[float, float, float]:
+        """Support, confidence and lift a rule needs; the support at least `rule_min_count`
+        baskets."""
+        config = self.config
+        support = max(config.rule_min_support, config.rule_min_count / baskets if baskets else 1.0)
+        return min(support, 1.0), config.rule_min_confidence, config.rule_min_lift
 
     def _count_placement(self, population: Floats, placed: _Placed) -> None:
         """The first centres are a placement; later ones when they moved enough users."""

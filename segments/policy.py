@@ -40,6 +40,18 @@ class Record(msgspec.Struct, array_like=True, gc=False):
     label_hit: bool = False  # a purchase came inside the pending snapshot's horizon
     scored: int = 0  # event time of the last scoring (the propensity's age)
     audiences: list[str] = msgspec.field(default_factory=list)  # runtime audiences, a member of
+    parent: int = -1  # the cluster's parent group (-1: none)
+    outlier: bool = False  # far from every dense region of the population
+    spend: float = -1.0  # predicted spend over the spend horizon (-1: none yet)
+    recommendations: list[str] = msgspec.field(default_factory=list)  # cross-sell items
+    spend_ts: int = 0  # pending spend snapshot (0: none)
+    spend_x: bytes = b""  # float32 regressor inputs at the snapshot
+    spend_p: float = -1.0  # the prediction given then (-1: none)
+    spend_base: float = 0.0  # the naive prediction then: the user's own recent spend
+    spend_from: float = 0.0  # lifetime spend at the snapshot
+    spend_seen: float = 0.0  # spend since the snapshot, as of its last scoring inside the horizon
+    offer_ts: int = 0  # event time of the last change that carried actions (0: none open)
+    offer: list[str] = msgspec.field(default_factory=list)  # its segment, then its actions
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -231,6 +243,8 @@ def next_due(record: Record, last_seen: int, now_ms: int, config: SegmentConfig)
                 break
     if record.label_ts:
         times.append(record.label_ts + config.horizon_ms)
+    if record.spend_ts:
+        times.append(record.spend_ts + config.spend_horizon_ms)
     if last_seen and (not config.keep_ms or now_ms - last_seen < config.keep_ms):
         # A propensity is never older than its horizon: quiet users' scores follow their
         # recency, for as long as their state is kept.
@@ -251,4 +265,8 @@ def assignment(record: Record, label: str) -> dict[str, Any]:
         "propensity": round(record.propensity, 4) if record.propensity >= 0 else None,
         "propensity_band": record.band,
         "rules": list(record.rules),
+        "parent": record.parent if record.parent >= 0 else None,
+        "outlier": record.outlier,
+        "predicted_spend": record.spend if record.spend >= 0 else None,
+        "recommendations": list(record.recommendations),
     }

@@ -9,12 +9,18 @@ one user at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from segments.clusterers import squared_distances
+
+if TYPE_CHECKING:
+    from segments.crosssell import RuleTable
+    from segments.density import Density
+    from segments.hierarchy import Hierarchy
+    from segments.spend import SpendParams
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -56,6 +62,12 @@ class Params:
     # tells the service to bring every user's cluster up to date (`stream.service.sweep`).
     # Snapshots stored before it was counted read 0.
     placement: int = 0
+    # Parent groups of the clusters, dense regions (outliers lie outside them), the spend
+    # regressor and the cross-sell rules; None in snapshots stored before them.
+    hierarchy: Hierarchy | None = None
+    density: Density | None = None
+    spend: SpendParams | None = None
+    rules: RuleTable | None = None
 
     @property
     def clusters_ready(self) -> bool:
@@ -74,6 +86,10 @@ class Params:
             "frequency_edges": self.frequency_edges,
             "monetary_edges": self.monetary_edges,
         }
+        if self.density is not None:
+            arrays |= {"density.centers": self.density.centers, "density.edges": self.density.edges}
+        if self.spend is not None:
+            arrays |= {"spend.weights": self.spend.weights}
         bad = [name for name, values in arrays.items() if not np.isfinite(values).all()]
         if np.isnan(self.propensity_scale).any():
             bad.append("propensity_scale")

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+import orjson
 import redis
 
 from features import keys
@@ -77,6 +78,13 @@ class UserView(msgspec.Struct, frozen=True, kw_only=True):
         propensity_band: `low`, `medium`, `high`, or `unknown` without a propensity.
         rules: rule segments the user is a member of (`vip`, ...), in configured order.
         audiences: runtime audiences the user is a member of.
+        parent: the cluster's parent group (stable across model versions), None without one.
+        outlier: whether the user lies far from every dense region of the population (their
+            cluster is then only the nearest, not a good description).
+        predicted_spend: the spend predicted over the spend horizon (30 days by default),
+            None until the regressor has learned enough.
+        recommendations: cross-sell items (products, or `category:<name>`) from the user's
+            recent items, best first.
         model_version: the model version that scored the user last.
         since_event_time: event time (ms) of the user's last segment change, None before one.
         scored_event_time: event time (ms) the user was last scored at (the propensity's age).
@@ -95,6 +103,10 @@ class UserView(msgspec.Struct, frozen=True, kw_only=True):
     propensity_band: str | None = None
     rules: list[str] = msgspec.field(default_factory=list)
     audiences: list[str] = msgspec.field(default_factory=list)
+    parent: int | None = None
+    outlier: bool = False
+    predicted_spend: float | None = None
+    recommendations: list[str] = msgspec.field(default_factory=list)
     model_version: int | None = None
     since_event_time: int | None = None
     scored_event_time: int | None = None
@@ -114,6 +126,10 @@ class UserView(msgspec.Struct, frozen=True, kw_only=True):
                 "propensity_band": self.propensity_band,
                 "rules": list(self.rules),
                 "audiences": list(self.audiences),
+                "parent": self.parent,
+                "outlier": self.outlier,
+                "predicted_spend": self.predicted_spend,
+                "recommendations": list(self.recommendations),
                 "since_event_time": self.since_event_time,
                 "scored_event_time": self.scored_event_time,
             }
@@ -145,6 +161,10 @@ def view_of(user_id: str, as_of: int, features: dict[str, Value], segment: bytes
         propensity_band=shown["propensity_band"],
         rules=shown["rules"],
         audiences=list(record.audiences),
+        parent=shown["parent"],
+        outlier=shown["outlier"],
+        predicted_spend=shown["predicted_spend"],
+        recommendations=shown["recommendations"],
         model_version=record.version,
         since_event_time=record.since or None,
         scored_event_time=record.scored or None,
@@ -207,6 +227,23 @@ class SegmentClient:
             user: None if state is None else self._view(user, state, read.watermarks, windows)
             for user, state in zip(asked, read.states, strict=True)
         }
+
+    def rules(self, item: str | None = None, top: int = 10) -> list[dict[str, Any]]:
+        """Cross-sell rules of the current model version, best first (highest lift, then
+        confidence): those whose antecedent is `item`, or the `top` over every item. Each is
+        a dict: antecedent, consequent, support, confidence, lift. One round trip."""
+        key = keys.model_rules(self._prefix)
+        try:
+            if item is not None:
+                found = self._redis.hget(key, item)
+                return list(orjson.loads(found))[:top] if found else []
+            every = self._redis.hvals(key)
+        except redis.RedisError as exc:
+            msg = f"no answer from Redis at {self.redis_address}: {exc}"
+            raise UnavailableError(msg) from exc
+        rules = [rule for blob in every for rule in orjson.loads(blob)]
+        rules.sort(key=lambda r: (-r["lift"], -r["confidence"], r["antecedent"], r["consequent"]))
+        return rules[:top]
 
     @property
     def redis_address(self) -> str:

@@ -56,6 +56,17 @@ class SegmentSettings(BaseModel):
     rules: str = DEFAULT_RULES
     # Segment -> marketing actions (JSON object of lists); empty: the default playbook.
     playbook: dict[str, list[str]] = Field(default_factory=dict)
+    # Parent groups of the clusters; cross-sell rule minimums and recommendations per user;
+    # the spend prediction's horizon; the share of a dense region's members inside its edge.
+    parents: int = Field(3, ge=1, le=63)
+    rule_min_support: float = Field(0.0005, ge=0, lt=1)
+    rule_min_count: float = Field(5, ge=0)
+    rule_min_confidence: float = Field(0.1, ge=0, le=1)
+    rule_min_lift: float = Field(1.5, ge=0)
+    recommendations: int = Field(3, ge=0, le=20)
+    rule_half_life_days: float = Field(30, gt=0, le=3650)
+    spend_horizon_days: float = Field(30, gt=0, le=3650)
+    outlier_quantile: float = Field(0.98, ge=0.5, le=1)
     # Snapshots are signed with this key (HMAC-SHA256) and refused unpickled if it does not match.
     signing_key: SecretStr | None = None
     signing_key_file: Path | None = None
@@ -159,6 +170,15 @@ class SegmentSettings(BaseModel):
             dwell_ms=int(self.dwell_s * 1000),
             rules=parse_rules(self.rules),
             playbook={k: tuple(v) for k, v in self.playbook.items()} or DEFAULT_PLAYBOOK,
+            parents=self.parents,
+            rule_min_support=self.rule_min_support,
+            rule_min_count=self.rule_min_count,
+            rule_min_confidence=self.rule_min_confidence,
+            rule_min_lift=self.rule_min_lift,
+            recommendations=self.recommendations,
+            rule_half_life_ms=int(self.rule_half_life_days * DAY_MS),
+            spend_horizon_ms=int(self.spend_horizon_days * DAY_MS),
+            outlier_quantile=self.outlier_quantile,
         )
 
 

@@ -415,6 +415,30 @@ def cmd_model_reset(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def register_rules(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "rules",
+        parents=[common],
+        help="cross-sell rules of the current model as JSON, best first",
+        description=(
+            "Rules 'antecedent -> consequent' with support, confidence and lift, counted in"
+            " the stream over baskets (a session's cart and orders). Items are product ids and"
+            " category:<name>."
+        ),
+    )
+    p.add_argument("item", nargs="?", metavar="ITEM", help="the antecedent (default: every item)")
+    p.add_argument("--top", type=_positive_int, default=10, metavar="N", help="at most N rules")
+    p.set_defaults(command=cmd_rules)
+
+
+def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.admin.rules import rules
+
+    for rule in rules(settings, args.item, args.top):
+        print_json(rule)
+    return 0
+
+
 def register_audience(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "audience",
@@ -536,6 +560,7 @@ REGISTRY: list[Callable[[Subparsers, argparse.ArgumentParser], None]] = [
     register_bench,
     register_evaluate,
     register_model,
+    register_rules,
     register_audience,
     register_check,
 ]

@@ -26,7 +26,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from stream.ops import metrics
-from stream.ops.read_api import ROOT, UserLookup, answer
+from stream.ops.read_api import ROOT, RulesLookup, UserLookup, answer
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +43,11 @@ class Health:
         ping_redis: Callable[[], bool] | None = None,
         kafka_silence_s: float = 30.0,
         users: UserLookup | None = None,
+        rules: RulesLookup | None = None,
     ) -> None:
         self.stall_s = stall_s
         self.users = users
+        self.rules = rules
         self.kafka_silence_s = kafka_silence_s
         self._ping_redis = ping_redis
         self._beat = time.monotonic()
@@ -161,7 +163,7 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
             elif path == "/readyz":
                 self._probe(*health.readiness())
             elif path.startswith(ROOT) and health.users is not None:
-                status, body = answer(health.users, self.path)
+                status, body = answer(health.users, self.path, health.rules)
                 self._send(status, "application/json", body)
             else:
                 self._send(404, "text/plain", b"not found: try /metrics, /healthz, /readyz\n")

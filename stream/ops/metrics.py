@@ -227,6 +227,17 @@ AUDIENCE_BACKFILL_USERS = Counter(
     "segstream_audience_backfill_users",
     "Users checked by this instance for a new audience catalog version (the backfill's progress)",
 )
+CAMPAIGN_OFFERS = Gauge(
+    "segstream_campaign_offers",
+    "Changes that carried this action for this segment, over all instances (read from Redis)",
+    ["segment", "action"],
+)
+CAMPAIGN_CONVERSIONS = Gauge(
+    "segstream_campaign_conversions",
+    "Offers of this action to this segment followed by a purchase within the horizon, over all"
+    " instances (read from Redis)",
+    ["segment", "action"],
+)
 SEGMENT_USERS = Gauge(
     "segstream_segment_users",
     "Users whose current segment is this one, over all instances (read from Redis)",
@@ -280,7 +291,7 @@ def _start_at_zero() -> None:
         EVENTS_SKIPPED.labels(reason)
     for outcome in ("bought", "not_bought"):
         LABELS_RESOLVED.labels(outcome)
-    for kind in ("segment", "propensity"):
+    for kind in ("segment", "propensity", "basket", "spend"):
         SAMPLES_LEARNED.labels(kind)
     for code in ("_TRANSPORT", "_ALL_BROKERS_DOWN", "_MSG_TIMED_OUT"):
         KAFKA_ERRORS.labels(code)

@@ -73,6 +73,20 @@ class Census:
         metrics.TIMERS_PENDING.set(sum(pending))
 
     def _show(self, tallies: dict[bytes, bytes]) -> None:
+        self._show_populations(tallies)
+        self._show_campaigns(tallies)
+
+    def _show_campaigns(self, tallies: dict[bytes, bytes]) -> None:
+        """Offers and conversions by segment and action (their labels are bounded by the
+        playbook: the action of a cross-sell offer is counted without its item)."""
+        gauges = {"offer": metrics.CAMPAIGN_OFFERS, "conversion": metrics.CAMPAIGN_CONVERSIONS}
+        for raw_field, raw_count in tallies.items():
+            kind, _, pair = raw_field.decode().partition(":")
+            if kind in gauges:
+                segment, _, action = pair.partition("|")
+                gauges[kind].labels(segment, action).set(int(raw_count))
+
+    def _show_populations(self, tallies: dict[bytes, bytes]) -> None:
         seen: dict[str, dict[str, int]] = {"segment": {}, "cluster": {}, "audience": {}}
         for raw_field, raw_count in tallies.items():
             kind, _, name = raw_field.decode().partition(":")

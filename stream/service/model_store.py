@@ -35,8 +35,9 @@ if not holder then
 end
 return 0
 """
-# KEYS: lease, current, params key, params key to drop, trainer, meta.
-# ARGV: owner, version, params blob, trainer blob ("": keep the stored one), meta.
+# KEYS: lease, current, params key, params key to drop, trainer, meta, rules.
+# ARGV: owner, version, params blob, trainer blob ("": keep the stored one), meta, rules (a
+# JSON object: item -> the JSON text of its rules).
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -44,6 +45,8 @@ if tonumber(ARGV[2]) <= current then return -1 end
 redis.call('SET', KEYS[3], ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[5], ARGV[4]) end
 redis.call('SET', KEYS[6], ARGV[5])
+redis.call('DEL', KEYS[7])
+for item, rules in pairs(cjson.decode(ARGV[6])) do redis.call('HSET', KEYS[7], item, rules) end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[4])
 return 1
@@ -119,10 +122,11 @@ class ModelStore:
             keys.model_snapshot(self._prefix, max(0, version - KEEP_VERSIONS)),
             keys.model_trainer(self._prefix),
             keys.model_meta(self._prefix),
+            keys.model_rules(self._prefix),
         ]
         trainer = self._seal(model) if keep_trainer else b""
         meta = orjson.dumps(describe(model))
-        args = [owner, version, self._seal(params), trainer, meta]
+        args = [owner, version, self._seal(params), trainer, meta, _rules_json(params)]
         return bool(self._call(self._publish, keys=keys_, args=args) == 1)
 
     def reset(self) -> int:
@@ -152,6 +156,11 @@ class ModelStore:
             return fn(*args, **kwargs)
 
 
+def _rules_json(params: Params) -> bytes:
+    rules = params.rules.as_json() if params.rules is not None else {}
+    return orjson.dumps({item: orjson.dumps(found).decode() for item, found in rules.items()})
+
+
 def describe(model: Model) -> dict[str, Any]:
     """The JSON `meta` of a published model."""
     quality = model.quality
@@ -165,6 +174,8 @@ def describe(model: Model) -> dict[str, Any]:
         "clusters": model.config.k if model.clusters_ready else 0,
         "placement": model.placement,
         "propensity_ready": model.propensity_ready,
+        "baskets": round(model.pairs.baskets, 3),
+        "spend_labels_learned": model.spend.learned,
         "quality": quality.as_dict() if quality.both_outcomes() else None,
     }
 

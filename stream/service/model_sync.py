@@ -173,6 +173,14 @@ class ModelSync:
         self._learned_since += len(scored.samples) + labels
         metrics.SAMPLES_LEARNED.labels("segment").inc(len(scored.samples))
         metrics.SAMPLES_LEARNED.labels("propensity").inc(labels)
+        # Baskets and spend labels are few (a basket's growth, a label a user a month) and not
+        # charged: they do not move the publishing schedule either.
+        for basket in scored.baskets:
+            model.learn_basket(basket)
+        for spend in scored.spend_labels:
+            model.learn_spend(spend.inputs, spend.spent)
+        metrics.SAMPLES_LEARNED.labels("basket").inc(len(scored.baskets))
+        metrics.SAMPLES_LEARNED.labels("spend").inc(len(scored.spend_labels))
         reason = self._publish_due(model, watermarks)
         if reason is not None:
             self._publish(model, watermarks, reason)

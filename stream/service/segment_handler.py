@@ -30,7 +30,7 @@ from features.definitions import Rules
 from features.errors import ConflictError, ScriptsReloadedError, StoreUnavailableError
 from features.events import Event, InvalidEvent
 from features.store import MAX_CONFLICT_ROUNDS, Applied, Around, FeatureStore, Folded, conflict
-from segments.engine import MEMBERSHIP, SEGMENT, Change, Engine, Label, Scored
+from segments.engine import MEMBERSHIP, SEGMENT, Change, Engine, Label, Scored, SpendLabel
 from segments.validation import LiveQuality
 from stream.errors import TransientError
 from stream.kafka.handler import Batch, Origin, Outcome, OutMessage, Rejection
@@ -110,8 +110,9 @@ class SegmentHandler:
         self._retrying: set[int] = set()  # a failed attempt left entries of this batch
         self.quality = LiveQuality()
         self.last: Applied | None = None  # what the store did in the last batch's last moment
-        # The propensity snapshots the last batch resolved (for evaluations of a run).
+        # The propensity and spend snapshots the last batch resolved (for evaluations of a run).
         self.resolved: list[Label] = []
+        self.resolved_spend: list[SpendLabel] = []
         self.decided: list[Change] = []  # the changes it published
 
     def handle(self, batch: Batch) -> Outcome:
@@ -138,17 +139,19 @@ class SegmentHandler:
         """The batch's moments (see `SegmentConfig.moment_ms`) one after the other."""
         outcome = Outcome(messages=self._recover(batch))
         resolved: list[Label] = []
+        resolved_spend: list[SpendLabel] = []
         decided: list[Change] = []
         for indices, moment in batch.moments(self.engine.config.moment_ms):
             done = self._moment(moment)
             outcome.messages += done.messages
             outcome.rejections += [replace(r, index=indices[r.index]) for r in done.rejections]
             resolved += self.resolved
+            resolved_spend += self.resolved_spend
             decided += self.decided
         if self._guard is not None:
             # Before the changes go out: a Redis that lost state during the batch reused ids.
             self._guard.verify(batch.partitions)
-        self.resolved, self.decided = resolved, decided
+        self.resolved, self.resolved_spend, self.decided = resolved, resolved_spend, decided
         self._recovering.clear()
         self._retrying.clear()
         return outcome
@@ -273,6 +276,8 @@ class SegmentHandler:
             decisions.scored[user] = (state.partition, scored.due.get(user, 0))
         decisions.samples.samples.extend(scored.samples)
         decisions.samples.labels.extend(scored.labels)
+        decisions.samples.spend_labels.extend(scored.spend_labels)
+        decisions.samples.baskets.extend(scored.baskets)
         due = ((states[u].partition, u, scored.due.get(u, 0)) for u in users)
         return Around(before, self._timers.schedule_commands(due), scored.tallies)
 
@@ -310,6 +315,7 @@ class SegmentHandler:
         except TransientError as exc:
             logger.warning("model or timer upkeep skipped for a batch: %s", exc)
         self.resolved = decisions.samples.labels
+        self.resolved_spend = decisions.samples.spend_labels
         self.decided = [change for _, _, change in _flat(decisions.changes.values())]
         for label in self.resolved:
             self.quality.update(label.bought, label.propensity)

@@ -23,7 +23,7 @@ from segments.model import Model
 from stream.client import SegmentClient
 from stream.errors import ConfigError, TransientError
 from stream.ops.health import Health
-from stream.ops.read_api import UserLookup
+from stream.ops.read_api import RulesLookup, UserLookup
 from stream.service.audience_catalog import AudienceCatalog
 from stream.service.census import Census
 from stream.service.model_store import ModelStore
@@ -72,17 +72,20 @@ def health_for(settings: Settings) -> Health:
     metrics_settings = settings.metrics
     if settings.api.enabled and not metrics_settings.port:
         logger.warning("SEGSTREAM_API__ENABLED is on but SEGSTREAM_METRICS__PORT is 0: not served")
+    users, rules = read_api(settings) or (None, None)
     return Health(
         metrics_settings.stall_s,
         redis_pinger(settings.redis.url),
         kafka_silence_s=metrics_settings.kafka_silence_s,
-        users=read_api(settings),
+        users=users,
+        rules=rules,
     )
 
 
-def read_api(settings: Settings) -> UserLookup | None:
-    """`GET /v1/users/...`'s lookup: `SegmentClient` views as JSON-ready dicts, on a Redis
-    connection pool of its own; None when the API is off."""
+def read_api(settings: Settings) -> tuple[UserLookup, RulesLookup] | None:
+    """The read API's lookups (`/v1/users/...`: `SegmentClient` views as JSON-ready dicts;
+    `/v1/rules/...`: the cross-sell rules), on a Redis connection pool of their own; None when
+    the API is off."""
     if not settings.api.enabled:
         return None
     client = SegmentClient(
@@ -96,7 +99,7 @@ def read_api(settings: Settings) -> UserLookup | None:
         found = client.users(users)
         return {user: None if view is None else view.to_dict() for user, view in found.items()}
 
-    return lookup
+    return lookup, client.rules
 
 
 def layout_of(settings: Settings) -> Layout:

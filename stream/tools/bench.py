@@ -294,7 +294,9 @@ def _bench_reads(settings: Settings, values: Sequence[bytes]) -> dict[str, objec
     batched = _timed(client.users, batches)
     api = settings.model_copy(update={"api": ApiSettings(enabled=True)})
     port = free_port()
-    server = serve(Health(stall_s=60.0, users=read_api(api)), port, "127.0.0.1")
+    lookups = read_api(api)
+    assert lookups is not None  # the API is on in these settings
+    server = serve(Health(stall_s=60.0, users=lookups[0]), port, "127.0.0.1")
     assert server is not None
     try:
         asked = [rng.choice(users) for _ in range(HTTP_READS)]

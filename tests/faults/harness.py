@@ -39,7 +39,7 @@ from tests.cli_tools import env_for, segstream
 from tests.conftest import SIGNING_KEY
 from tests.faults.proxy import RedisProxy
 from tests.kafka_tools import changes_of, committed, drain, end_offsets, produce
-from tests.stream.service.test_segments_e2e import tallies, truth
+from tests.stream.service.test_segments_e2e import populations, truth
 
 PARTITIONS = 3
 # Polling interval of every wait: conditions are checked, never slept on.
@@ -492,7 +492,7 @@ def verify(rig: Rig) -> Verdict:
     check_profiles(profiles, reference, verdict)
     check_dead_letters(rig, reference, verdict)
     check_changes(rig, profiles, verdict)
-    assert tallies(rig.settings) == truth(profiles.values()), "population tallies are off"
+    assert populations(rig.settings) == truth(profiles.values()), "population tallies are off"
     for summary in rig.summaries:
         accounted = summary["processed"] + summary["dead_lettered"]
         assert summary["consumed"] == accounted, f"records neither processed nor dead: {summary}"

@@ -162,6 +162,10 @@ def test_every_user_gets_a_first_assignment() -> None:
             "propensity": None,
             "propensity_band": NO_BAND,
             "rules": [],
+            "parent": None,
+            "outlier": False,
+            "predicted_spend": None,
+            "recommendations": [],
         }
         assert payload["actions"] == list(config.playbook[expected[user]])
         assert record_of(users[user]).seq == 1

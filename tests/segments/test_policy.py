@@ -797,12 +797,15 @@ def test_a_record_survives_its_encoding() -> None:
 
 
 def test_new_fields_are_encoded_last() -> None:
-    """`candidate_since`, `label_hit`, `scored`, then `audiences`: appended, so older records
-    still load."""
-    record = Record(candidate_since=L, label_hit=True, scored=L + 1, audiences=["a"])
+    """`candidate_since`, `label_hit`, `scored`, `audiences`, then the analytics: appended, so
+    older records still load."""
+    record = Record(candidate_since=L, label_hit=True, scored=L + 1, audiences=["a"], offer=["x"])
     encoded = msgspec.msgpack.decode(dump(record))
-    assert encoded[-4:] == [L, True, L + 1, ["a"]]
-    assert len(encoded) == len(COMMITTED_LAYOUT) + 4
+    added = len(Record.__struct_fields__) - len(COMMITTED_LAYOUT)
+    assert encoded[len(COMMITTED_LAYOUT) :][:4] == [L, True, L + 1, ["a"]]
+    assert encoded[-1] == ["x"]
+    assert len(encoded) == len(COMMITTED_LAYOUT) + added
+    assert load(msgspec.msgpack.encode(encoded[: len(COMMITTED_LAYOUT) + 4])).offer == []
 
 
 # The record layout of commit e809358 (before the dwell): array_like encodes fields by position.
@@ -851,6 +854,10 @@ def test_assignment_shows_missing_parts_as_null() -> None:
         "propensity": None,
         "propensity_band": NO_BAND,
         "rules": [],
+        "parent": None,
+        "outlier": False,
+        "predicted_spend": None,
+        "recommendations": [],
     }
     record, _ = settled(proposal("Loyal", 0.123456, cluster=0, distance=1.0, rules=["vip"]))
     assert assignment(record, "high spend_total") == {
@@ -861,4 +868,8 @@ def test_assignment_shows_missing_parts_as_null() -> None:
         "propensity": 0.1235,
         "propensity_band": "low",
         "rules": ["vip"],
+        "parent": None,
+        "outlier": False,
+        "predicted_spend": None,
+        "recommendations": [],
     }

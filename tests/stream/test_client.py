@@ -48,6 +48,10 @@ SCORED = Record(
     since=T0 + HOUR,
     scored=T0 + 2 * HOUR,
     audiences=["big_spenders", "weekend"],
+    parent=1,
+    outlier=True,
+    spend=123.45,
+    recommendations=["p000005", "category:pets"],
 )
 
 
@@ -67,6 +71,10 @@ def test_a_scored_users_view_carries_their_record_as_change_events_show_it() -> 
         propensity_band="high",
         rules=["vip"],
         audiences=["big_spenders", "weekend"],
+        parent=1,
+        outlier=True,
+        predicted_spend=123.45,
+        recommendations=["p000005", "category:pets"],
         model_version=7,
         since_event_time=T0 + HOUR,
         scored_event_time=T0 + 2 * HOUR,
@@ -86,6 +94,10 @@ def test_a_scored_users_view_carries_their_record_as_change_events_show_it() -> 
             "propensity_band": "high",
             "rules": ["vip"],
             "audiences": ["big_spenders", "weekend"],
+            "parent": 1,
+            "outlier": True,
+            "predicted_spend": 123.45,
+            "recommendations": ["p000005", "category:pets"],
             "since_event_time": T0 + HOUR,
             "scored_event_time": T0 + 2 * HOUR,
         },

@@ -350,7 +350,8 @@ def test_headers_the_service_never_writes_fail(changes: dict[str, object]) -> No
 ASSIGNMENT = {
     "segment": "Champions", "cluster": 1,
     "cluster_label": "high purchases_per_session, high price_level", "rfm": "Champions",
-    "propensity": 0.71, "propensity_band": "high", "rules": [],
+    "propensity": 0.71, "propensity_band": "high", "rules": [], "parent": 0, "outlier": False,
+    "predicted_spend": 84.5, "recommendations": ["p070180"],
 }  # fmt: skip
 COMMON = {
     "user_id": "u0000042",
@@ -395,7 +396,8 @@ GOOD_CHANGES = {
     "first segment": {**SEGMENT, "previous": None, "reason": "first_seen",
                       "current": {**ASSIGNMENT, "cluster": None, "cluster_label": None,
                                   "propensity": None, "propensity_band": "unknown",
-                                  "segment": "vip", "rules": ["vip"],
+                                  "segment": "vip", "rules": ["vip"], "parent": None,
+                                  "predicted_spend": None, "recommendations": [],
                                   "audiences": ["big_spenders"]}},
     "membership": MEMBERSHIP,
     "membership left": {**MEMBERSHIP, "entered": False, "actions": []},
@@ -437,6 +439,10 @@ BAD_CHANGES = {
     "a propensity over 1": changed(SEGMENT, "current.propensity", 1.5),
     "a negative cluster": changed(SEGMENT, "current.cluster", -1),
     "an undescribed assignment field": changed(SEGMENT, "current.score", 1),
+    "a negative predicted spend": changed(SEGMENT, "current.predicted_spend", -1.0),
+    "no outlier flag": changed(SEGMENT, "current.outlier", MISSING),
+    "a negative parent": changed(SEGMENT, "current.parent", -1),
+    "a recommendation twice": changed(SEGMENT, "current.recommendations", ["p1", "p1"]),
     "a feature not a number": changed(SEGMENT, "features.top_categories", ["books"]),
     "an event_time not UTC": changed(SEGMENT, "event_time", "2026-02-14T10:12:44+01:00"),
     "a membership without entered": changed(MEMBERSHIP, "entered", MISSING),

@@ -18,7 +18,7 @@ from features.store import FeatureStore
 from stream.client import SegmentClient
 from stream.errors import ConfigError
 from stream.ops.health import Health, serve
-from stream.ops.read_api import MAX_BATCH
+from stream.ops.read_api import MAX_BATCH, RulesLookup
 from stream.service.wiring import feature_store, layout_of, read_api
 from stream.settings import ApiSettings, PrivacySettings, Settings, load_settings
 from stream.tools.local_servers import free_port
@@ -29,9 +29,11 @@ KEY = "pseudonymisation-key-for-tests"
 Lookup = Callable[[Sequence[str]], Mapping[str, dict[str, Any] | None]]
 
 
-def served(lookup: Lookup | None) -> Iterator[int]:
+def served(lookups: Lookup | tuple[Lookup, RulesLookup] | None) -> Iterator[int]:
+    """A server with the read API's lookups: one for users, or the service's pair."""
+    users, rules = lookups if isinstance(lookups, tuple) else (lookups, None)
     number = free_port()
-    server = serve(Health(stall_s=60.0, users=lookup), number, "127.0.0.1")
+    server = serve(Health(stall_s=60.0, users=users, rules=rules), number, "127.0.0.1")
     assert server is not None
     yield number
     server.shutdown()
@@ -87,7 +89,7 @@ def test_an_unknown_user_is_404_and_bad_ids_are_400_without_a_lookup(
     assert get(port, f"/v1/users?{ids}")[0] == 400
     assert get(port, "/v1/nothing/here") == (
         404,
-        b'{"error":"not found: try /v1/users/{id} or /v1/users?id=..."}',
+        b'{"error":"not found: try /v1/users/{id}, /v1/users?id=... or /v1/rules/{item}"}',
     )
     assert recorded.asked == [["x" * 256]]
 
@@ -129,6 +131,8 @@ def test_a_redis_that_does_not_answer_is_503(settings_no_servers: Settings) -> N
         assert get(port, "/v1/users/alice") == (503, b'{"error":"unavailable"}')
         assert get(port, "/v1/users?id=alice")[0] == 503
         assert get(port, "/v1/users/")[0] == 400  # refused before Redis is asked
+        assert get(port, "/v1/rules/p1")[0] == 503
+        assert get(port, "/v1/rules?top=0")[0] == 400  # refused before Redis is asked
 
 
 @pytest.mark.unit

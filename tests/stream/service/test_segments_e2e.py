@@ -49,6 +49,7 @@ from tests.kafka_tools import (
     wait_committed,
     without_epoch,
 )
+from tests.stream.service.campaign_count import expected_tallies
 
 pytestmark = pytest.mark.integration
 
@@ -557,14 +558,17 @@ def test_no_change_is_lost_or_duplicated_after_kill_9(settings: Settings, tmp_pa
         for before, after in itertools.pairwise(chain):
             assert before["current"]["segment"] == after["previous"]["segment"], user
     # The population tallies count every user once, in their current segment and cluster,
-    # through the kill, the re-read batches and the retries.
-    assert tallies(settings) == truth(profiles.values())
-    # Erasure takes the user out of the counts too.
+    # and every campaign offer once, through the kill, the re-read batches and the retries.
+    assert populations(settings) == truth(profiles.values())
+    decided = [copies[0] for copies in by_id.values()]
+    offers = {k: v for k, v in tallies(settings).items() if k.startswith("offer:")}
+    assert offers == expected_tallies(decided, None, 0)
+    # Erasure takes the user out of the counts too (not out of the campaigns' history).
     gone = sorted(users)[0]
     forget = subprocess.run(segstream("forget", gone), env=env, capture_output=True, check=False)
     assert forget.returncode == 0, forget.stderr.decode()[-2000:]
     del profiles[gone]
-    assert tallies(settings) == truth(profiles.values())
+    assert populations(settings) == truth(profiles.values())
 
 
 def decision(change: dict[str, Any]) -> Any:
@@ -587,6 +591,11 @@ def tallies(settings: Settings) -> dict[str, int]:
     raw = client_for(settings).hgetall(keys.tallies(settings.key_prefix))
     counts = {k.decode(): int(v) for k, v in raw.items()}
     return {k: v for k, v in counts.items() if v}
+
+
+def populations(settings: Settings) -> dict[str, int]:
+    """The tallies of users by segment and cluster."""
+    return {k: v for k, v in tallies(settings).items() if k.startswith(("segment:", "cluster:"))}
 
 
 def truth(profiles: Iterable[dict[str, Any]]) -> dict[str, int]:
