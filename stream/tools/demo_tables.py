@@ -11,9 +11,10 @@ from pathlib import Path
 from segments import policy
 from stream.service.segment_handler import SegmentHandler
 from stream.settings import Settings
-from stream.tools.evaluate import EvaluateOptions, Recorder, assess
+from stream.tools.evaluate import EvaluateOptions, Recorder, assess, with_store_figures
 from stream.tools.quality import Evaluation
 from stream.tools.report import write_report
+from stream.tools.report_analytics import analytics_lines
 
 EXAMPLES = 3
 
@@ -29,8 +30,10 @@ def segment_table(
     records = {user: policy.load(state.segment) for user, state in states.items()}
     lines = [*_segments(records), "", *_clusters(records, persona_of, handler), ""]
     evaluation = assess(recorder, states, persona_of, stats, settings)
+    evaluation = with_store_figures(evaluation, recorder, workdir / "events.jsonl", settings)
     path = write_report(workdir / "report", evaluation)
-    return [*lines, *_quality(evaluation, handler, stats), f"report      {path}"]
+    analytics = analytics_lines(evaluation)
+    return [*lines, *_quality(evaluation, handler, stats), *analytics, f"report      {path}"]
 
 
 def _segments(records: dict[str, policy.Record]) -> list[str]:

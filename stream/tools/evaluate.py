@@ -32,7 +32,7 @@ from features.definitions import UserState
 from features.events import Event, decode_event
 from segments.engine import MEMBERSHIP
 from segments.engine import Change as Decided
-from segments.policy import load
+from segments.policy import Record, load
 from segments.scoring import RFM_GRID
 from stream.errors import ConfigError
 from stream.kafka.handler import Batch, Outcome, Passthrough
@@ -40,6 +40,16 @@ from stream.kafka.partitioning import partition_of
 from stream.service.segment_handler import SegmentHandler
 from stream.service.wiring import build_handler, redis_client
 from stream.settings import Settings
+from stream.tools.analytics import (
+    SpendSeen,
+    campaign_figures,
+    cross_sell_figures,
+    hierarchy_figures,
+    outlier_figures,
+    read_events,
+    spend_figures,
+    spend_seen,
+)
 from stream.tools.baselines import bgnbd_expected, rfm_score, summarize
 from stream.tools.quality import (
     Change,
@@ -58,7 +68,7 @@ from stream.tools.quality import (
 )
 from stream.tools.replay import open_text
 from stream.tools.servers import ensure_redis
-from stream.tools.transactions import DAY_MS, as_events, read_log
+from stream.tools.transactions import DAY_MS, Transaction, as_events, read_log
 
 PROJECTED_USERS = 4_000
 FLAP_WINDOW_MS = 7 * DAY_MS
@@ -108,6 +118,10 @@ class Observed:
     changes: dict[str, Seen] = field(default_factory=dict)  # segment changes by change id
     memberships: Counter[str] = field(default_factory=Counter)  # rule segments entered, left
     resolutions: list[Resolution] = field(default_factory=list)
+    # Resolved spend snapshots: with the prediction given then, and with the one of the version
+    # current when they resolved.
+    spend_given: list[SpendSeen] = field(default_factory=list)
+    spend_checked: list[SpendSeen] = field(default_factory=list)
     purchases: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # (ts, batch)
     batch_ends: list[int] = field(default_factory=list)  # highest event time up to each batch
 
@@ -145,6 +159,8 @@ class Recorder(Passthrough[SegmentHandler]):
             for label in self.inner.resolved
             if label.propensity >= 0
         )
+        seen.spend_given.extend(spend_seen(self.inner.resolved_spend, given=True))
+        seen.spend_checked.extend(spend_seen(self.inner.resolved_spend, given=False))
         params = self.inner.sync.params
         seen.version = params.version
         if seen.clusters_at is None and params.clusters_ready:
@@ -249,7 +265,24 @@ def evaluate(
         with stream:
             drive(recorder, stream, run, progress)
         states = dict(recorder.inner.store.states())
-        return assess(recorder, states, _personas(personas), options, run)
+        evaluation = assess(recorder, states, _personas(personas), options, run)
+        return with_store_figures(evaluation, recorder, events, run)
+
+
+def with_store_figures(
+    evaluation: Evaluation, recorder: Recorder, events: Path, run: Settings
+) -> Evaluation:
+    """The figures that read more than the handler saw: the cross-sell rules against FP-growth
+    over the file's baskets, and the campaign tallies in Redis."""
+    handler = recorder.inner
+    stream, _ = open_text(events)
+    with stream:
+        rules = cross_sell_figures(
+            handler.sync.params.rules, read_events(stream), handler.engine.config
+        )
+    evaluation.analytics["cross_sell"] = rules
+    evaluation.analytics["campaigns"] = campaign_figures(redis_client(run), run.key_prefix)
+    return evaluation
 
 
 @contextmanager
@@ -320,7 +353,29 @@ def evaluate_transactions(
         "service_model_version": version,
         "roc_auc": scores,
         "horizon_days": settings.segments.horizon_days,
+        "spend": _spend_at_split(rows, records, split, settings),
     }
+
+
+def _spend_at_split(
+    rows: list[Transaction], records: dict[str, Record], split: int, settings: Settings
+) -> dict[str, float]:
+    """Each customer's predicted spend as the service left it at the split, against what they
+    spent over the horizon after it, beside the naive prediction (their own spend over as long
+    before it). Only customers the service gave a prediction count."""
+    horizon = int(settings.segments.spend_horizon_days * DAY_MS)
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
+    for row in rows:
+        if split - horizon <= row.ts_ms < split:
+            before[row.customer] = before.get(row.customer, 0.0) + row.amount
+        elif split <= row.ts_ms < split + horizon:
+            after[row.customer] = after.get(row.customer, 0.0) + row.amount
+    predicted = {c: r.spend for c, r in records.items() if r.spend >= 0}
+    seen = [
+        SpendSeen(split, p, before.get(c, 0.0), after.get(c, 0.0)) for c, p in predicted.items()
+    ]
+    return {"horizon_days": settings.segments.spend_horizon_days, **spend_figures(seen)}
 
 
 def _day(ms: int) -> str:
@@ -403,6 +458,15 @@ def assess(
             "memberships_left": seen.memberships["left"],
         },
         delays=promotion_delays(seen),
+        analytics={
+            "spend": {
+                "given_at_snapshot": spend_figures(seen.spend_given),
+                "progressive": spend_figures(seen.spend_checked),
+            },
+            "outliers": outlier_figures(records, truth),
+            "hierarchy": hierarchy_figures(params.hierarchy, records, truth),
+        },
+        dendrogram=params.hierarchy,
     )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from segments.hierarchy import Hierarchy
+
 NEW = "(new)"  # the "from" side of a user's first assignment in `transitions`
 ROUND_DIGITS = 4
 
@@ -328,6 +330,9 @@ class Evaluation:
     timeline: dict[str, object] = field(default_factory=dict)
     # Event-time delays of purchase-driven promotions (see `promotion_delays`).
     delays: dict[str, float] = field(default_factory=dict)
+    # Cross-sell, spend, outliers, parent groups, campaigns (`stream.tools.analytics`).
+    analytics: dict[str, object] = field(default_factory=dict)
+    dendrogram: Hierarchy | None = None  # the last version's tree over the clusters
 
     def as_dict(self) -> dict[str, object]:
         """JSON-safe summary for metrics.json; the projection is left to the plot."""
@@ -354,5 +359,6 @@ class Evaluation:
             "settings": self.settings,
             "timeline": self.timeline,
             "delays": self.delays,
+            "analytics": self.analytics,
         }
         return {key: _json_safe(value) for key, value in summary.items()}

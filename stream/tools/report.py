@@ -1,4 +1,4 @@
-"""The `segstream evaluate` report: report.md, metrics.json and three PNG plots in one directory."""
+"""The `segstream evaluate` report: report.md, metrics.json and four PNG plots in one directory."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import numpy as np
 from matplotlib.axes import Axes
 
 from stream.tools.quality import Evaluation
+from stream.tools.report_analytics import DENDROGRAM_PNG, analytics_sections, draw_dendrogram
 
 CLUSTERS_PNG = "clusters.png"
 SIZES_PNG = "segment_sizes.png"
@@ -44,6 +45,7 @@ def write_report(directory: Path, evaluation: Evaluation) -> Path:
     _plot(directory / CLUSTERS_PNG, evaluation, _draw_clusters, (7, 6))
     _plot(directory / SIZES_PNG, evaluation, _draw_sizes, (9, 5))
     _plot(directory / TRANSITIONS_PNG, evaluation, _draw_transitions, (8, 7))
+    _plot(directory / DENDROGRAM_PNG, evaluation, draw_dendrogram, (8, 6))
     path = directory / "report.md"
     path.write_text(render_markdown(evaluation), encoding="utf-8")
     return path
@@ -296,6 +298,7 @@ def render_markdown(evaluation: Evaluation) -> str:
         *_clusters(e),
         *_segments(e),
         *_transitions(e),
+        *analytics_sections(e),
         *_settings(e),
     ]
     return "\n".join(lines).rstrip() + "\n"
