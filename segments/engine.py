@@ -418,9 +418,9 @@ class Engine:
             before = None if first else load(state.segment)
             changes = self._changes(view, i, user, (before, record), settled, now, reason)
             out.changes.extend(changes)
-            offers = _offered(record, changes, now)
-            if offers:
-                out.tallies.setdefault(user, []).extend(offers)
+            offered = _offered(record, changes, now)
+            if offered:
+                out.tallies.setdefault(user, []).extend(self._campaign(OFFERS, offered))
         state.segment = dump(record)
         out.due[user] = record.due
         return record, reason
@@ -460,9 +460,9 @@ class Engine:
         if record.spend_ts:
             self._resolve_spend(record, state, (now, view.params), out)
         if record.offer_ts:
-            conversions = _converted(record, state.last_purchase, now, self.config.horizon_ms)
-            if conversions:
-                out.tallies.setdefault(user, []).extend(conversions)
+            converted = _converted(record, state.last_purchase, now, self.config.horizon_ms)
+            if converted:
+                out.tallies.setdefault(user, []).extend(self._campaign(CONVERSIONS, converted))
         record.parent = view.parents.get(record.cluster, -1)
         record.outlier = view.outlier[i]
         record.spend = view.spend[i]
@@ -491,19 +491,17 @@ class Engine:
             record.spend_seen = max(0.0, state.spend - record.spend_from)
         if now < end:
             return
-        inputs = np.frombuffer(record.spend_x, dtype=np.float32).astype(np.float64).tolist()
+        *inputs, given = np.frombuffer(record.spend_x, dtype=np.float32).astype(float).tolist()
         checked = _predicted(params, inputs)
-        given = (record.spend_p, checked, record.spend_base)
-        out.spend_labels.append(SpendLabel(inputs, record.spend_seen, *given, now))
-        record.spend_ts, record.spend_x, record.spend_p = 0, b"", -1.0
-        record.spend_base = record.spend_from = record.spend_seen = 0.0
+        naive = inputs[0]
+        out.spend_labels.append(SpendLabel(inputs, record.spend_seen, given, checked, naive, now))
+        record.spend_ts, record.spend_x = 0, b""
+        record.spend_from = record.spend_seen = 0.0
 
     @staticmethod
     def _spend_snapshot(record: Record, state: UserState, now: int, view: _View, i: int) -> None:
         record.spend_ts = now
-        record.spend_x = view.spend_row(i)
-        record.spend_p = record.spend
-        record.spend_base = view.baseline[i]
+        record.spend_x = view.spend_row(i) + np.float32(record.spend).tobytes()
         record.spend_from = state.spend
         record.spend_seen = 0.0
 
@@ -571,6 +569,13 @@ class Engine:
             )  # fmt: skip
         return changes
 
+    def _campaign(self, kind: str, segments: Sequence[str]) -> list[tuple[str, int]]:
+        """Tallies of one offer or conversion: `<kind><segment>|<action>` for each playbook
+        action of its segments (a cross-sell action once, without items)."""
+        playbook = self.config.playbook
+        pairs = dict.fromkeys(f"{s}|{a}" for s in segments for a in playbook.get(s, ()))
+        return [(kind + pair, 1) for pair in pairs]
+
     def _actions(self, segment: str, recommendations: Sequence[str]) -> list[str]:
         """The playbook's actions for a segment, each cross-sell one given as one
         `<action>:<item>` per recommendation (as it is when there are none)."""
@@ -626,7 +631,6 @@ class _View:
         # Rules to recommend from (None: none, or no recommendations asked for).
         self.rules_table = params.rules if params.rules else None
         self.spend: list[float] = []
-        self.baseline: list[float] = []
         self.spend_inputs = inputs
 
     def analytics(self, spend_inputs: npt.NDArray[np.float64]) -> None:
@@ -639,7 +643,6 @@ class _View:
             if predicted is None
             else np.where(np.isnan(predicted), -1.0, np.round(predicted, 2)).tolist()
         )
-        self.baseline = spend_inputs[:, 0].tolist()
         self.spend_inputs = spend_inputs
         # float32 rows as one buffer: a user's snapshot is a slice of it, not a numpy call.
         self._spend_bytes = spend_inputs.astype(np.float32).tobytes()
@@ -720,32 +723,22 @@ def _baskets(state: UserState, now: int, found: list[Basket]) -> None:
     state.basket_counted = (len(basket), len(basket_categories))
 
 
-def _offered(record: Record, changes: Sequence[Change], now: int) -> list[tuple[str, int]]:
-    """A change that carried actions opens an offer (`<segment>|<action>`, the action without
-    its item), replacing any still open; its tallies count the offers made."""
-    pairs: list[str] = []
-    for change in changes:
-        for action in change.payload.get("actions", ()):
-            pair = f"{change.current}|{action.partition(':')[0]}"
-            if pair not in pairs:
-                pairs.append(pair)
-    if not pairs:
-        return []
-    record.offer_ts, record.offer = now, pairs
-    return [(OFFERS + pair, 1) for pair in pairs]
+def _offered(record: Record, changes: Sequence[Change], now: int) -> list[str]:
+    """The segments a scoring's changes offered actions of: an offer opens for them,
+    replacing any still open."""
+    segments = [change.current for change in changes if change.payload.get("actions")]
+    if segments:
+        record.offer_ts, record.offer = now, segments
+    return segments
 
 
-def _converted(
-    record: Record, last_purchase: int, now: int, horizon_ms: int
-) -> list[tuple[str, int]]:
-    """An open offer converts when a purchase follows it within the horizon (counted once),
-    and closes either way once the horizon is over."""
-    if not record.offer_ts:
-        return []
+def _converted(record: Record, last_purchase: int, now: int, horizon_ms: int) -> list[str]:
+    """The segments of an open offer that converts now: a purchase followed it within the
+    horizon (counted once). It closes either way once the horizon is over."""
     end = record.offer_ts + horizon_ms
     if record.offer_ts < last_purchase <= end:
-        pairs, record.offer_ts, record.offer = record.offer, 0, []
-        return [(CONVERSIONS + pair, 1) for pair in pairs]
+        segments, record.offer_ts, record.offer = record.offer, 0, []
+        return segments
     if now > end:
         record.offer_ts, record.offer = 0, []
     return []

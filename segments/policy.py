@@ -45,13 +45,13 @@ class Record(msgspec.Struct, array_like=True, gc=False):
     spend: float = -1.0  # predicted spend over the spend horizon (-1: none yet)
     recommendations: list[str] = msgspec.field(default_factory=list)  # cross-sell items
     spend_ts: int = 0  # pending spend snapshot (0: none)
-    spend_x: bytes = b""  # float32 regressor inputs at the snapshot
-    spend_p: float = -1.0  # the prediction given then (-1: none)
-    spend_base: float = 0.0  # the naive prediction then: the user's own recent spend
+    # float32: the regressor's inputs at the snapshot (the first, the naive prediction), then
+    # the prediction given (-1: none); one field, as the record goes into every write.
+    spend_x: bytes = b""
     spend_from: float = 0.0  # lifetime spend at the snapshot
     spend_seen: float = 0.0  # spend since the snapshot, as of its last scoring inside the horizon
     offer_ts: int = 0  # event time of the last change that carried actions (0: none open)
-    offer: list[str] = msgspec.field(default_factory=list)  # its segment, then its actions
+    offer: list[str] = msgspec.field(default_factory=list)  # the segments it offered actions of
 
 
 _encode = msgspec.msgpack.Encoder().encode

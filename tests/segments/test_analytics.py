@@ -215,7 +215,7 @@ def test_an_offer_converts_once_on_a_purchase_within_the_horizon() -> None:
     out = score(engine, state, T0)
     assert out.tallies["u"] == [("segment:New", 1), (f"{OFFERS}New|welcome", 1)]
     record = load(state.segment)
-    assert (record.offer_ts, record.offer) == (T0, ["New|welcome"])
+    assert (record.offer_ts, record.offer) == (T0, ["New"])
     apply_event(state, event("purchase", T0 + DAY_MS, "a"), DEFAULT_WINDOWS)
     out = score(engine, state, T0 + DAY_MS)
     assert (f"{CONVERSIONS}New|welcome", 1) in out.tallies["u"]
@@ -243,7 +243,9 @@ def test_a_spend_label_is_what_the_user_spent_inside_the_horizon() -> None:
     state = folded(event("purchase", T0, "a", price=20.0))
     score(engine, state, T0)
     record = load(state.segment)
-    assert (record.spend_ts, record.spend_from, record.spend_p) == (T0, 20.0, -1.0)
+    assert (record.spend_ts, record.spend_from) == (T0, 20.0)
+    *inputs, given = np.frombuffer(record.spend_x, dtype=np.float32).tolist()
+    assert len(inputs) == 4 and given == -1.0  # no prediction yet
     apply_event(
         state, event("purchase", T0 + DAY_MS, "b", session="s2", price=30.0), DEFAULT_WINDOWS
     )
