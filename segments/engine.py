@@ -344,8 +344,7 @@ class Engine:
             follow_clusters(record, view.proposal(i, cluster), self.config)
         if cluster != record.cluster:
             out.tallies[user] = moved(record.segment, cluster, record)
-            hierarchy = view.params.hierarchy
-            record.parent = hierarchy.parent(record.cluster) if hierarchy else -1
+            record.parent = view.parents.get(record.cluster, -1)
         state.segment = dump(record)
         out.due[user] = record.due
         return record
@@ -482,10 +481,8 @@ class Engine:
     ) -> None:
         """What the user spent since the spend snapshot, followed at every scoring inside the
         horizon; once it is over, the snapshot resolves into a label. A purchase past the
-        horizon, in the scoring that resolves it, is left out."""
+        horizon, in the scoring that resolves it, is left out. Only with a snapshot pending."""
         now, params = at
-        if not record.spend_ts:
-            return
         end = record.spend_ts + self.config.spend_horizon_ms
         if now <= end or state.last_purchase <= end:
             record.spend_seen = max(0.0, state.spend - record.spend_from)
@@ -628,10 +625,9 @@ class _View:
         outlier = density.is_outlier(scores.standardized) if density and len(scores.rfm) else None
         self.outlier: list[bool] = [False] * len(raw) if outlier is None else outlier.tolist()
         self.parents = params.hierarchy.parent_of if params.hierarchy else {}
-        # Rules to recommend from (None: none, or no recommendations asked for).
-        self.rules_table = params.rules if params.rules else None
+        self.rules_table = params.rules if params.rules else None  # None: no rule at all
         self.spend: list[float] = []
-        self.spend_inputs = inputs
+        self._spend_bytes, self._spend_width = b"", 0
 
     def analytics(self, spend_inputs: npt.NDArray[np.float64]) -> None:
         """The spend predictions, from the regressor's inputs (the first: the naive one)."""
@@ -643,7 +639,6 @@ class _View:
             if predicted is None
             else np.where(np.isnan(predicted), -1.0, np.round(predicted, 2)).tolist()
         )
-        self.spend_inputs = spend_inputs
         # float32 rows as one buffer: a user's snapshot is a slice of it, not a numpy call.
         self._spend_bytes = spend_inputs.astype(np.float32).tobytes()
         self._spend_width = spend_inputs.shape[1] * 4
