@@ -459,7 +459,7 @@ class Engine:
         if record.spend_ts:
             self._resolve_spend(record, state, (now, view.params), out)
         if record.offer_ts:
-            converted = _converted(record, state.last_purchase, now, self.config.horizon_ms)
+            converted = _converted(record, state, now, self.config.horizon_ms)
             if converted:
                 out.tallies.setdefault(user, []).extend(self._campaign(CONVERSIONS, converted))
         record.parent = view.parents.get(record.cluster, -1)
@@ -727,11 +727,14 @@ def _offered(record: Record, changes: Sequence[Change], now: int) -> list[str]:
     return segments
 
 
-def _converted(record: Record, last_purchase: int, now: int, horizon_ms: int) -> list[str]:
+def _converted(record: Record, state: UserState, now: int, horizon_ms: int) -> list[str]:
     """The segments of an open offer that converts now: a purchase followed it within the
-    horizon (counted once). It closes either way once the horizon is over."""
-    end = record.offer_ts + horizon_ms
-    if record.offer_ts < last_purchase <= end:
+    horizon (counted once). It closes either way once the horizon is over. The state's recent
+    orders (a day and more) hold every purchase since the last scoring, so one inside the
+    horizon counts even when a later one of the same moment is past it."""
+    start, end = record.offer_ts, record.offer_ts + horizon_ms
+    bought = (state.last_purchase, *state.recent_orders.values())
+    if any(start < ts <= end for ts in bought):
         segments, record.offer_ts, record.offer = record.offer, 0, []
         return segments
     if now > end:

@@ -264,3 +264,17 @@ def test_records_of_older_versions_load_with_the_new_fields_empty() -> None:
     old = msgspec.msgpack.encode(list(msgspec.msgpack.decode(b"\x90")))  # an empty array
     record = load(old)
     assert (record.parent, record.outlier, record.spend, record.offer) == (-1, False, -1.0, [])
+
+
+def test_a_purchase_inside_the_horizon_converts_though_a_later_one_in_the_moment_is_past_it() -> (
+    None
+):
+    config = SegmentConfig(playbook={"New": ("welcome",)}, label_rate=0.0)
+    engine = Engine(config)
+    state = folded(event("view", T0, "a"))
+    score(engine, state, T0)
+    end = T0 + config.horizon_ms
+    apply_event(state, event("purchase", end - 1, "a", session="s2"), DEFAULT_WINDOWS)
+    apply_event(state, event("purchase", end + 1, "b", session="s3"), DEFAULT_WINDOWS)
+    tallies = score(engine, state, end + 2).tallies.get("u", [])
+    assert (f"{CONVERSIONS}New|welcome", 1) in tallies
