@@ -226,7 +226,7 @@ class Model:
             monetary_edges=_edges(self.monetary),
             placement=self.placement,
             hierarchy=self.parents.build(ids.tolist(), centers, lambda c: _label(c, names)),
-            density=summarise((population - mean) / scale, config.outlier_quantile)
+            density=summarise((population - mean) / scale, scale, names, config.outlier_quantile)
             if len(centers)
             else None,
             spend=self.spend.params(),

@@ -69,11 +69,13 @@ def test_fewer_than_two_clusters_make_no_tree() -> None:
 
 # -- dense regions and outliers ----------------------------------------------------------------
 
+NAMES = ("views_per_session", "price_level", "mean_rating")
+
 
 def test_users_far_from_every_dense_region_are_outliers() -> None:
     rng = np.random.default_rng(1)
     blobs = np.vstack([rng.normal(c, 0.3, size=(2_000, 3)) for c in (0.0, 5.0, -5.0)])
-    density = summarise(blobs, 0.98)
+    density = summarise(blobs, np.ones(3), NAMES, 0.98)
     assert density.ready
     inside = density.is_outlier(blobs).mean()
     assert 0.0 < inside < 0.05, inside  # about the 2% past each region's edge
@@ -82,8 +84,38 @@ def test_users_far_from_every_dense_region_are_outliers() -> None:
     assert not density.is_outlier(np.zeros((1, 3))).any()
 
 
+def test_the_clock_makes_nobody_an_outlier() -> None:
+    """Every user's tenure moves with event time: a user newer than any the version saw (or
+    the whole population, days later) behaves as usual and is not an outlier."""
+    rng = np.random.default_rng(3)
+    raw = np.column_stack([rng.normal(0.0, 1.0, (3_000, 2)), rng.normal(3.4, 0.05, 3_000)])
+    mean, scale = raw.mean(axis=0), raw.std(axis=0)
+    density = summarise((raw - mean) / scale, scale, [*NAMES[:2], "tenure_days"], 0.98)
+    days_later = raw + np.array([0.0, 0.0, 0.3])
+    assert density.is_outlier((days_later - mean) / scale).mean() < 0.05
+    newcomer = np.array([[0.0, 0.0, 0.0]])  # log1p of a tenure of 0 days
+    assert not density.is_outlier((newcomer - mean) / scale).any()
+    odd = np.array([[6.0, -6.0, 3.4]])
+    assert density.is_outlier((odd - mean) / scale).all()
+
+
+def test_a_feature_almost_nobody_differs_on_does_not_make_outliers_alone() -> None:
+    """While few have reviewed, the mean rating has a tiny spread: a rating a little off is
+    judged at the least spread, not at that one (12 features, as many as the defaults)."""
+    rng = np.random.default_rng(4)
+    raw = np.column_stack([rng.normal(0.0, 1.0, (3_000, 11)), rng.normal(0.0, 0.02, 3_000)])
+    mean, scale = raw.mean(axis=0), raw.std(axis=0)
+    names = [*(f"rate_{i}" for i in range(11)), "mean_rating"]
+    density = summarise((raw - mean) / scale, scale, names, 0.98)
+    rated = raw.copy()
+    rated[:, -1] += 0.1  # five of its standard deviations, under MIN_SCALE
+    assert density.is_outlier((rated - mean) / scale).mean() < 0.05
+    rated[:, -1] += 2.0
+    assert density.is_outlier((rated - mean) / scale).all()
+
+
 def test_no_outliers_before_there_is_a_population() -> None:
-    density = summarise(np.zeros((3, 2)), 0.98)
+    density = summarise(np.zeros((3, 2)), np.ones(2), NAMES[:2], 0.98)
     assert not density.ready
     assert not density.is_outlier(np.ones((4, 2)) * 100).any()
 
