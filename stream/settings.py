@@ -115,6 +115,8 @@ class LoopSettings(BaseModel):
     # Offsets are committed at most this often; a crash re-reads at most this much, which the
     # Redis fences make harmless.
     commit_interval_s: float = Field(1.0, ge=0, le=600)
+    # How long the loop waits for the broker to acknowledge a flush or an offset commit before
+    # it pauses and tries again.
     flush_timeout_s: float = Field(30.0, gt=0)
     backoff_initial_s: float = Field(0.1, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)

@@ -5,13 +5,21 @@
 3. The handler records the offsets about to be committed (`before_commit`), so that Redis is
    never behind Kafka unless it lost state.
 4. Offsets are committed synchronously and each partition's result is checked.
+
+A synchronous commit has no time bound of its own: against a frozen coordinator one waited over
+90 s, so a bounded run could not give up on the broker and a service looked stuck. The commit
+runs on a helper thread and the loop waits at most `timeout_s` for it; a commit left unanswered
+stays the only one in flight (the next attempt waits for it first), so offsets never go back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as Unanswered
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -31,6 +39,7 @@ class Checkpoint:
         topic: str,
         interval_s: float,
         *,
+        timeout_s: float,
         on_commit: Callable[[dict[int, int]], None] | None = None,
         before_commit: Callable[[dict[int, int]], None] | None = None,
     ) -> None:
@@ -40,6 +49,10 @@ class Checkpoint:
         self._publisher = publisher
         self._topic = topic
         self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._in_flight: Future[list[TopicPartition] | None] | None = None
+        self._closed = False
         self._next_offsets: dict[int, int] = {}
         self._last_commit = time.monotonic()
         self.committed_records = 0
@@ -76,12 +89,7 @@ class Checkpoint:
         if self._before_commit is not None:
             self._before_commit(dict(self._next_offsets))
         offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(self._next_offsets.items())]
-        try:
-            results = self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            error = exc.args[0]
-            msg = f"offset commit failed: {error.str()}"
-            raise CommitError(msg, code=error.name()) from exc
+        results = self._committed(offsets)
         failed = [(tp, tp.error) for tp in results or [] if tp.error is not None]
         if failed:
             detail = ", ".join(f"{tp.topic}[{tp.partition}]: {err.str()}" for tp, err in failed)
@@ -99,3 +107,43 @@ class Checkpoint:
             ages = np.array([self._last_commit - consumed_at])
             metrics.CONSUME_TO_COMMIT.observe_many(ages, weight=records)
         self._consumed.clear()
+
+    def close(self) -> None:
+        """Wait for a commit still in flight (it ends when the broker answers or librdkafka
+        gives up on it): the consumer must not be closed under it. Its close commits on revoke,
+        and those commits then run on the caller's thread."""
+        self._waiter.shutdown(wait=True)
+        self._in_flight = None
+        self._closed = True
+
+    def _committed(self, offsets: list[TopicPartition]) -> list[TopicPartition] | None:
+        """`CommitError` if the broker refuses or does not answer in time."""
+        try:
+            if self._closed:
+                return self._consumer.commit(offsets=offsets, asynchronous=False)
+            return self._committed_on_helper(offsets)
+        except KafkaException as exc:
+            error = exc.args[0]
+            msg = f"offset commit failed: {error.str()}"
+            raise CommitError(msg, code=error.name()) from exc
+
+    def _committed_on_helper(self, offsets: list[TopicPartition]) -> list[TopicPartition] | None:
+        if self._in_flight is not None:
+            with contextlib.suppress(KafkaException):  # its offsets are committed again now
+                self._answer()
+        self._in_flight = self._waiter.submit(
+            self._consumer.commit, offsets=offsets, asynchronous=False
+        )
+        return self._answer()
+
+    def _answer(self) -> list[TopicPartition] | None:
+        assert self._in_flight is not None
+        try:
+            results = self._in_flight.result(self._timeout_s)
+        except Unanswered:
+            msg = f"offset commit unanswered after {self._timeout_s:.0f}s"
+            raise CommitError(msg, code="_TIMED_OUT") from None
+        finally:
+            if self._in_flight.done():
+                self._in_flight = None
+        return results

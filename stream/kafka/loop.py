@@ -147,9 +147,11 @@ class Loop:
                 self._publisher,
                 self._topic,
                 settings.loop.commit_interval_s,
+                timeout_s=settings.loop.flush_timeout_s,
                 on_commit=self._handler.committed,
                 before_commit=self._handler.committing,
             )
+            stack.callback(self._checkpoint.close)
             self._consumer.subscribe(
                 [self._topic],
                 on_assign=self._on_assign,

@@ -72,7 +72,8 @@ def wait_until(
         for service in watched:
             service.assert_running()
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            tails = "".join(f"\n--- {each.name} ---\n{each.log_tail()}" for each in watched)
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{tails}")
         time.sleep(POLL_S)
 
 

@@ -181,6 +181,7 @@ def test_a_silent_broker_makes_the_service_unready_not_dead_and_a_bounded_run_un
     # Closing its consumer needs the broker: the process ends once it answers again.
     assert bounded.process is not None
     bounded.process.wait(120)
+    assert bounded.out_path.read_bytes(), bounded.log_tail()
     summary = orjson.loads(bounded.out_path.read_bytes())
     assert bounded.process.returncode == 3, bounded.log_tail()
     assert not summary["clean_exit"]
