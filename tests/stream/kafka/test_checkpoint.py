@@ -35,8 +35,8 @@ def test_an_unanswered_commit_fails_in_time_and_stays_the_only_one_in_flight() -
     started = time.monotonic()
     with pytest.raises(CommitError, match="unanswered after"):
         checkpoint.commit()
-    assert time.monotonic() - started < 3.0
-    # The offsets stay pending, and the retry waits on the commit in flight (no second one).
+    assert time.monotonic() - started < 5.0  # unbounded, it took the 6 s session timeout
+    # The offsets stay pending; the retry first waits on the commit in flight, in vain.
     assert checkpoint.pending and checkpoint.committed_records == 0
     with pytest.raises(CommitError, match="unanswered after"):
         checkpoint.commit()
