@@ -81,15 +81,17 @@ class Checkpoint:
         for partition in partitions:
             self._next_offsets.pop(partition, None)
 
-    def commit(self) -> None:
-        """Flush the producer, then commit offsets; a failure raises a `TransientError`."""
+    def commit(self, *, inline: bool = False) -> None:
+        """Flush the producer, then commit offsets; a failure raises a `TransientError`.
+        `inline` commits on the caller's thread, as a rebalance callback must: from the helper,
+        a commit went unanswered for 30 s while the callback waited on it."""
         if not self._next_offsets:
             return
         self._publisher.flush()
         if self._before_commit is not None:
             self._before_commit(dict(self._next_offsets))
         offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(self._next_offsets.items())]
-        results = self._committed(offsets)
+        results = self._committed(offsets, inline=inline or self._closed)
         failed = [(tp, tp.error) for tp in results or [] if tp.error is not None]
         if failed:
             detail = ", ".join(f"{tp.topic}[{tp.partition}]: {err.str()}" for tp, err in failed)
@@ -110,31 +112,31 @@ class Checkpoint:
 
     def close(self) -> None:
         """Wait for a commit still in flight (it ends when the broker answers or librdkafka
-        gives up on it): the consumer must not be closed under it. Its close commits on revoke,
-        and those commits then run on the caller's thread."""
+        gives up on it): the consumer must not be closed under it. Later commits (its close
+        commits on revoke) run on the caller's thread."""
         self._waiter.shutdown(wait=True)
         self._in_flight = None
         self._closed = True
 
-    def _committed(self, offsets: list[TopicPartition]) -> list[TopicPartition] | None:
-        """`CommitError` if the broker refuses or does not answer in time."""
+    def _committed(
+        self, offsets: list[TopicPartition], *, inline: bool
+    ) -> list[TopicPartition] | None:
+        """`CommitError` if the broker refuses or does not answer in time. A commit left in
+        flight ends first."""
         try:
-            if self._closed:
+            if self._in_flight is not None:
+                with contextlib.suppress(KafkaException):  # its offsets are committed again now
+                    self._answer()
+            if inline:
                 return self._consumer.commit(offsets=offsets, asynchronous=False)
-            return self._committed_on_helper(offsets)
+            self._in_flight = self._waiter.submit(
+                self._consumer.commit, offsets=offsets, asynchronous=False
+            )
+            return self._answer()
         except KafkaException as exc:
             error = exc.args[0]
             msg = f"offset commit failed: {error.str()}"
             raise CommitError(msg, code=error.name()) from exc
-
-    def _committed_on_helper(self, offsets: list[TopicPartition]) -> list[TopicPartition] | None:
-        if self._in_flight is not None:
-            with contextlib.suppress(KafkaException):  # its offsets are committed again now
-                self._answer()
-        self._in_flight = self._waiter.submit(
-            self._consumer.commit, offsets=offsets, asynchronous=False
-        )
-        return self._answer()
 
     def _answer(self) -> list[TopicPartition] | None:
         assert self._in_flight is not None

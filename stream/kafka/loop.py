@@ -452,7 +452,7 @@ class Loop:
         if not self._failed:
             try:
                 with self._health.waiting("commit"):
-                    self._checkpoint.commit()
+                    self._checkpoint.commit(inline=True)
             except (TransientError, StateLostError) as exc:
                 # A lost state is found again by the loop's own commit or origin check.
                 logger.warning("commit on revoke of %s failed: %s", numbers, exc)
