@@ -81,11 +81,11 @@ def summarise(z: Floats, scale: Floats, names: Sequence[str], quantile: float) -
     """Dense micro-clusters of a population standardized by `scale` (empty when it is too
     small)."""
     rng = np.random.default_rng(SEED)
+    if len(z) > SAMPLE:
+        z = z[rng.choice(len(z), size=SAMPLE, replace=False)]
     shrink = scale / np.maximum(scale, MIN_SCALE)
     shrink[[name in CLOCK_FEATURES for name in names]] = 0.0
     z = z * shrink
-    if len(z) > SAMPLE:
-        z = z[rng.choice(len(z), size=SAMPLE, replace=False)]
     count = min(MICRO, len(z) // MEMBERS)
     if count < 2:
         return Density()

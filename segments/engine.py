@@ -733,8 +733,9 @@ def _converted(record: Record, state: UserState, now: int, horizon_ms: int) -> l
     orders (a day and more) hold every purchase since the last scoring, so one inside the
     horizon counts even when a later one of the same moment is past it."""
     start, end = record.offer_ts, record.offer_ts + horizon_ms
-    bought = (state.last_purchase, *state.recent_orders.values())
-    if any(start < ts <= end for ts in bought):
+    if start < state.last_purchase <= end or any(
+        start < ts <= end for ts in state.recent_orders.values()
+    ):
         segments, record.offer_ts, record.offer = record.offer, 0, []
         return segments
     if now > end:

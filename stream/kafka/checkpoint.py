@@ -52,7 +52,6 @@ class Checkpoint:
         self._timeout_s = timeout_s
         self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._in_flight: Future[list[TopicPartition] | None] | None = None
-        self._closed = False
         self._next_offsets: dict[int, int] = {}
         self._last_commit = time.monotonic()
         self.committed_records = 0
@@ -91,7 +90,7 @@ class Checkpoint:
         if self._before_commit is not None:
             self._before_commit(dict(self._next_offsets))
         offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(self._next_offsets.items())]
-        results = self._committed(offsets, inline=inline or self._closed)
+        results = self._committed(offsets, inline=inline)
         failed = [(tp, tp.error) for tp in results or [] if tp.error is not None]
         if failed:
             detail = ", ".join(f"{tp.topic}[{tp.partition}]: {err.str()}" for tp, err in failed)
@@ -112,11 +111,10 @@ class Checkpoint:
 
     def close(self) -> None:
         """Wait for a commit still in flight (it ends when the broker answers or librdkafka
-        gives up on it): the consumer must not be closed under it. Later commits (its close
-        commits on revoke) run on the caller's thread."""
+        gives up on it): the consumer must not be closed under it (its close commits on revoke,
+        inline)."""
         self._waiter.shutdown(wait=True)
         self._in_flight = None
-        self._closed = True
 
     def _committed(
         self, offsets: list[TopicPartition], *, inline: bool
