@@ -50,6 +50,12 @@ def tallies(prefix: str) -> str:
     return f"{prefix}:tallies"
 
 
+def slot_tallies(prefix: str, slot_tag: str) -> str:
+    """Hash: on a Redis Cluster, the tallies moved by writes of users in one hash slot (the slot
+    tag puts it there; `features.tallies` sums them)."""
+    return f"{prefix}:tallies:{{{slot_tag}}}"
+
+
 def state_pattern(prefix: str) -> str:
     """SCAN pattern matching every user's state key and nothing else of ours."""
     return f"{prefix}:{{u:*}}"

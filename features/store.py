@@ -23,12 +23,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis
+from redis.cluster import RedisCluster
 
-from features import keys, resp
+from features import keys, resp, tallies
+from features.cluster import Command
 from features.definitions import (
     APPLIED,
     LATE,
@@ -83,8 +86,8 @@ class Around(NamedTuple):
     """What the caller adds to a slice's writes: packed commands before and after them, and per
     user the tallies (field, delta) that move with that user's write."""
 
-    before: list[bytes]
-    after: list[bytes]
+    before: list[Command]
+    after: list[Command]
     tallies: dict[str, list[tuple[str, int]]]
 
 
@@ -136,7 +139,7 @@ class Packed:
     """A slice's commands: the caller's before, one write per user, the caller's after."""
 
     folded: Folded
-    commands: list[bytes]
+    commands: list[Command]
     first_write: int  # index in `commands` of the first user's write
 
 
@@ -157,7 +160,7 @@ class BatchInStore:
 class FeatureStore:
     def __init__(
         self,
-        client: redis.Redis,
+        client: resp.Client,
         prefix: str,
         rules: Rules | None = None,
         *,
@@ -165,6 +168,7 @@ class FeatureStore:
         cache_users: int = 200_000,
     ) -> None:
         self._redis = client
+        self._pipe = resp.pipe_for(client)
         self._prefix = prefix
         self.rules = rules or Rules()
         self._cache_users = cache_users
@@ -173,7 +177,7 @@ class FeatureStore:
         self._write = client.register_script(_WRITE)
         self._raise_watermarks = client.register_script(_RAISE_WATERMARKS)
         self._write_head = resp.evalsha_prefix(self._write.sha, 2, 3)
-        self._tallies_key = keys.tallies(prefix).encode()
+        self._tallies_key = tallies.key_of(client, prefix)
         self._ttl_s = ttl_s
         self._scripts_loaded = False
         # Pipelined requests sent to Redis by `apply` (each is one network round trip).
@@ -194,6 +198,16 @@ class FeatureStore:
             self._watermarks.pop(partition, None)
         for user in [u for u, c in self._cache.items() if c.state.partition in gone]:
             del self._cache[user]
+
+    @property
+    def node_round_trips(self) -> int:
+        """Pipelined round trips of reads and writes to each server (a cluster: each node)."""
+        return self._pipe.trips
+
+    @property
+    def redirects(self) -> int:
+        """Commands a Redis Cluster had sent again elsewhere while its slots moved, all time."""
+        return self._pipe.redirects
 
     @property
     def redis_url(self) -> str:
@@ -274,14 +288,13 @@ class FeatureStore:
         whose write was refused."""
         sent: list[Packed] = []
 
-        def commands() -> Iterator[bytes]:
+        def commands() -> Iterator[Command]:
             for packed in slices:
                 sent.append(packed)
                 yield from packed.commands
             yield self._watermarks_call(set(batch.partitions))
 
-        # The replies are counted once the lazy commands are all sent: one per command.
-        replies = self._raw("write", resp.chunked(commands()), lambda: _replies(sent))
+        replies = self._raw("write", commands())
         batch.pending = []
         start = 0
         for packed in sent:
@@ -385,29 +398,30 @@ class FeatureStore:
         if not users:
             return {}
         # Both keys share the user's hash tag, so one MGET reads them (also on Redis Cluster).
-        calls = (resp.command(b"MGET", self._key(u), self._erased_key(u)) for u in users)
-        replies = self._raw("read", resp.chunked(calls), len(users))
+        pairs = [(self._key(u), self._erased_key(u)) for u in users]
+        calls = ((state, resp.command(b"MGET", state, erased)) for state, erased in pairs)
+        replies = self._raw("read", calls)
         return {
             user: None if erased else _cached(value)
             for user, (value, erased) in zip(users, replies, strict=True)
         }
 
     def _write_call(
-        self, user: str, cached: Cached, tallies: list[tuple[str, int]] | None = None
-    ) -> bytes:
+        self, user: str, cached: Cached, moved: list[tuple[str, int]] | None = None
+    ) -> Command:
         """One packed EVALSHA of the compare-and-set, formatted in one go (hot path)."""
         state_key = self._key(user)
         erased_key = self._erased_key(user)
         expected = _version(cached.version)
         value = b"%010d%b" % (cached.version + 1, _encode(cached.state))
         ttl = self._ttl_of(cached.state)
-        if tallies:
-            moves = [x for name, delta in tallies for x in (name.encode(), b"%d" % delta)]
-            return resp.command(
+        if moved:
+            moves = [x for name, delta in moved for x in (name.encode(), b"%d" % delta)]
+            return state_key, resp.command(
                 b"EVALSHA", self._write.sha.encode(), b"3", state_key, erased_key,
-                self._tallies_key, expected, value, ttl, *moves,
+                self._tallies_key(state_key), expected, value, ttl, *moves,
             )  # fmt: skip
-        return _WRITE_ARGS % (
+        return state_key, _WRITE_ARGS % (
             self._write_head,
             len(state_key), state_key,
             len(erased_key), erased_key,
@@ -430,9 +444,7 @@ class FeatureStore:
     def _erased_key(self, user: str) -> bytes:
         return keys.erased(self._prefix, user).encode()
 
-    def _raw(
-        self, call: str, chunks: Iterator[bytes], replies: int | Callable[[], int]
-    ) -> list[Any]:
+    def _raw(self, call: str, commands: Iterable[Command]) -> list[Any]:
         """Run packed script calls; missing scripts (Redis restarted) are loaded, then the
         batch fails as transient so the loop retries it, at once, from a clean cache. `observe` gets
         the call's seconds; the writes' include the folding and scoring that overlap them."""
@@ -440,7 +452,7 @@ class FeatureStore:
             self._load_scripts()
         self.round_trips += 1
         started = time.perf_counter()
-        results: list[Any] = self._call(resp.execute, self._redis, chunks, replies)
+        results: list[Any] = self._call(self._pipe.execute, commands)
         self.observe(call, time.perf_counter() - started)
         errors = [r for r in results if isinstance(r, redis.ResponseError)]
         if not errors:
@@ -463,14 +475,14 @@ class FeatureStore:
         while len(self._cache) > self._cache_users:
             self._cache.popitem(last=False)
 
-    def _watermarks_call(self, partitions: set[int]) -> bytes:
+    def _watermarks_call(self, partitions: set[int]) -> Command:
         """The packed call that raises the stored watermarks of `partitions` to ours."""
         args: list[bytes] = []
         for partition in sorted(partitions):
             args += [b"%d" % partition, b"%d" % self._watermarks.get(partition, 0)]
         sha = self._raise_watermarks.sha.encode()
         key = keys.watermarks(self._prefix).encode()
-        return resp.command(b"EVALSHA", sha, b"1", key, *args)
+        return key, resp.command(b"EVALSHA", sha, b"1", key, *args)
 
     # -- reads and erasure -------------------------------------------------------------------
 
@@ -507,16 +519,12 @@ class FeatureStore:
     def states(self, batch: int = 500) -> Iterator[tuple[str, UserState]]:
         """Every stored user's state, `batch` keys per SCAN step and read."""
         pattern = keys.state_pattern(self._prefix)
-        cursor = None
-        while cursor != 0:
-            cursor, found = self._call(
-                self._redis.scan, cursor=cursor or 0, match=pattern, count=batch
-            )
-            users = [u for key in found if (u := keys.user_of(self._prefix, _text(key)))]
-            pipe = self._redis.pipeline(transaction=False)
-            for user in users:
-                pipe.get(keys.state(self._prefix, user))
-            for user, value in zip(users, self._call(pipe.execute), strict=True):
+        # A cluster client's scan walks every primary in turn.
+        found = self._call(self._redis.scan_iter, match=pattern, count=batch)
+        while page := self._call(lambda: list(islice(found, batch))):
+            users = [u for key in page if (u := keys.user_of(self._prefix, _text(key)))]
+            reads = [(key, resp.command(b"GET", key)) for key in map(self._key, users)]
+            for user, value in zip(users, self._call(self._pipe.execute, reads), strict=True):
                 if value:
                     yield user, _cached(value).state
 
@@ -542,8 +550,9 @@ class FeatureStore:
             pipe.delete(*keys.user_keys(self._prefix, user_id))
             pipe.set(keys.erased(self._prefix, user_id), 1)
             if isinstance(stored, bytes) and stored and tallies_of:
+                tallies_key = self._tallies_key(state_key.encode())
                 for name, delta in tallies_of(_cached(stored).state):
-                    pipe.hincrby(keys.tallies(self._prefix), name, -delta)
+                    pipe.hincrby(tallies_key, name, -delta)
 
         self._cache.pop(user_id, None)
         replies = self._call(self._redis.transaction, erase, state_key)
@@ -575,22 +584,23 @@ class Read(NamedTuple):
     watermarks: dict[int, int]
 
 
-def read_users(client: redis.Redis, prefix: str, users: Sequence[str]) -> Read:
-    """Users' states for a reader that holds no store, in one round trip: the layout record,
-    every user's state and erasure marker (one MGET; the users' keys lie in different Redis
-    Cluster slots, so this needs a plain Redis, as the service does), and the watermarks."""
-    pipe = client.pipeline(transaction=False)
-    pipe.get(keys.layout(prefix))
-    pipe.mget(
-        [key for user in users for key in (keys.state(prefix, user), keys.erased(prefix, user))]
-    )
-    pipe.hgetall(keys.watermarks(prefix))
-    layout, values, marks = guarded(pipe.execute)
-    states = [
-        None if erased or not value else _cached(value).state
-        for value, erased in zip(values[::2], values[1::2], strict=True)
-    ]
-    return Read(layout, states, {int(p): int(ms) for p, ms in marks.items()})
+def read_users(pipe: resp.Sender, prefix: str, users: Sequence[str]) -> Read:
+    """Users' states for a reader that holds no store, in one round trip (per node of a Redis
+    Cluster): the layout record, every user's state and erasure marker (one MGET per user: its
+    keys share a slot), and the watermarks."""
+    layout_key, marks_key = keys.layout(prefix).encode(), keys.watermarks(prefix).encode()
+    commands = [(layout_key, resp.command(b"GET", layout_key))]
+    commands.append((marks_key, resp.command(b"HGETALL", marks_key)))
+    for user in users:
+        state, erased = keys.state(prefix, user).encode(), keys.erased(prefix, user).encode()
+        commands.append((state, resp.command(b"MGET", state, erased)))
+    layout, marks, *values = guarded(pipe.execute, commands)
+    for reply in (layout, marks, *values):
+        if isinstance(reply, redis.ResponseError):
+            msg = f"redis refused a read: {reply}"
+            raise StoreUnavailableError(msg)
+    states = [None if erased or not value else _cached(value).state for value, erased in values]
+    return Read(layout, states, {int(p): int(ms) for p, ms in resp.hash_items(marks)})
 
 
 def as_of(state: UserState, marks: dict[int, int]) -> int:
@@ -610,8 +620,11 @@ def guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise StoreUnavailableError(msg) from exc
 
 
-def redis_address(client: redis.Redis) -> str:
+def redis_address(client: resp.Client) -> str:
     """Where a client connects, for messages (the password, if any, is not shown)."""
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()  # type: ignore[no-untyped-call]
+        return f"redis cluster at {node.host}:{node.port}" if node else "redis cluster"
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
@@ -635,11 +648,6 @@ def _cached(value: bytes | None) -> Cached:
     if not value:
         return Cached(0, UserState())
     return Cached(int(value[:VERSION_DIGITS]), _decode(value[VERSION_DIGITS:]))
-
-
-def _replies(sent: list[Packed]) -> int:
-    """Replies to read after the slices `sent` and the watermarks call."""
-    return sum(len(packed.commands) for packed in sent) + 1
 
 
 def conflict(batch: BatchInStore) -> ConflictError:

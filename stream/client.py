@@ -31,7 +31,7 @@ import msgspec
 import orjson
 import redis
 
-from features import keys
+from features import keys, resp
 from features.definitions import UserState, Value, Window, compute_features
 from features.errors import StoreUnavailableError
 from features.layout import PSEUDONYMISED, Layout
@@ -182,6 +182,8 @@ class SegmentClient:
         pseudonymize_key: the service's pseudonymisation key, when it has one; callers then
             pass raw ids and get them back, the client computes the pseudonyms.
         timeout_s: longest a read waits for Redis (connecting included).
+        cluster: the Redis is a Redis Cluster (the service's `SEGSTREAM_REDIS__CLUSTER`);
+            `redis_url` names any one of its nodes.
 
     Raises (from reads): `LayoutMissingError` when the service never ran against this Redis
     and prefix; `LayoutError` when the stored layout does not fit the client;
@@ -195,10 +197,10 @@ class SegmentClient:
         *,
         pseudonymize_key: bytes | str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        cluster: bool = False,
     ) -> None:
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._redis = resp.connect(redis_url, cluster=cluster, timeout_s=timeout_s)
+        self._pipe = resp.pipe_for(self._redis)
         self._prefix = prefix
         key = pseudonymize_key.encode() if isinstance(pseudonymize_key, str) else pseudonymize_key
         self._pseudonymize = None if key is None else Pseudonymizer(key)
@@ -218,7 +220,7 @@ class SegmentClient:
         pseudonymize = self._pseudonymize
         stored = asked if pseudonymize is None else [pseudonymize(u) for u in asked]
         try:
-            read = read_users(self._redis, self._prefix, stored)
+            read = read_users(self._pipe, self._prefix, stored)
         except StoreUnavailableError as exc:
             msg = f"no answer from Redis at {self.redis_address}: {exc}"
             raise UnavailableError(msg) from exc

@@ -79,6 +79,9 @@ class RedisSettings(BaseModel):
 
     url: str = Field("redis://localhost:6379/0", min_length=1)
     socket_timeout_s: float = Field(5.0, gt=0)
+    # A Redis Cluster: `url` names any one node; the service learns the others from it, groups
+    # its calls by node and follows slots that move (features.cluster).
+    cluster: bool = False
 
     @field_validator("url")
     @classmethod

@@ -28,6 +28,8 @@ def env_for(settings: Settings) -> dict[str, str]:
             "SEGSTREAM_LOOP__BATCH_SIZE": "50",
         }
     )
+    if settings.redis.cluster:
+        env["SEGSTREAM_REDIS__CLUSTER"] = "true"
     return env
 
 

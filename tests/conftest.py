@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stream.settings import Settings, load_settings
-from stream.tools.local_servers import LocalServer, kafka_broker, redis_server
+from stream.tools.local_servers import LocalServer, kafka_broker, redis_cluster, redis_server
 
 
 @dataclass
@@ -78,6 +78,21 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             stack.callback(local_redis.stop)
             redis_url = local_redis.address
         yield Servers(bootstrap, redis_url, local_redis, local_kafka)
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis Cluster of 3 primaries: `REDIS_CLUSTER_URL` when set, else started locally
+    (`redis-server --cluster-enabled yes` x3, joined by `redis-cli --cluster create`)."""
+    configured = os.environ.get("REDIS_CLUSTER_URL")
+    if configured:
+        yield configured
+        return
+    cluster = redis_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster.address
+    finally:
+        cluster.stop()
 
 
 SIGNING_KEY = "test-signing-key-not-a-secret"

@@ -13,9 +13,7 @@ import sys
 import time
 from typing import Any, Final
 
-import redis
-
-from features import keys
+from features import keys, resp, tallies
 from segments.audiences import Audience, Catalog
 from segments.engine import Engine
 from stream.errors import SegstreamError
@@ -74,7 +72,7 @@ def show(settings: Settings, name: str) -> dict[str, Any] | None:
     }
 
 
-def _backfill(client: redis.Redis, settings: Settings, version: int) -> dict[str, Any]:
+def _backfill(client: resp.Client, settings: Settings, version: int) -> dict[str, Any]:
     """How far the owners of the partitions brought their users up to catalog `version`:
     partitions done, users checked of the users stored."""
     progress = _catalog(client, settings).progress()
@@ -159,7 +157,7 @@ def _estimate(matching: int, sampled: int, total: int) -> dict[str, Any]:
     }
 
 
-def _sample(client: redis.Redis, prefix: str, users: dict[int, int], size: int) -> list[str]:
+def _sample(client: resp.Client, prefix: str, users: dict[int, int], size: int) -> list[str]:
     """About `size` distinct users, each partition's share by its user count (ZRANDMEMBER)."""
     total = sum(users.values())
     if not total:
@@ -170,7 +168,7 @@ def _sample(client: redis.Redis, prefix: str, users: dict[int, int], size: int) 
     return [user.decode() for found in pipe.execute() for user in found or []]
 
 
-def _users_by_partition(client: redis.Redis, prefix: str) -> dict[int, int]:
+def _users_by_partition(client: resp.Client, prefix: str) -> dict[int, int]:
     """Stored users per input partition: every user with a state has a timer there. The
     partitions are the events topic's, as the service recorded it (else found by SCAN)."""
     count = client.hget(keys.origin(prefix), "partitions")
@@ -186,22 +184,22 @@ def _users_by_partition(client: redis.Redis, prefix: str) -> dict[int, int]:
     return dict(zip(partitions, pipe.execute(), strict=True))
 
 
-def _members(client: redis.Redis, prefix: str, names: list[str]) -> dict[str, int]:
+def _members(client: resp.Client, prefix: str, names: list[str]) -> dict[str, int]:
     if not names:
         return {}
-    counts = client.hmget(keys.tallies(prefix), [f"audience:{n}" for n in names])
-    return {n: int(c or 0) for n, c in zip(names, counts, strict=True)}
+    counts = tallies.read(client, prefix)
+    return {n: counts.get(f"audience:{n}", 0) for n in names}
 
 
 def _describe(audience: Audience) -> dict[str, Any]:
     return {"name": audience.name, "condition": audience.condition, "version": audience.version}
 
 
-def _catalog(client: redis.Redis, settings: Settings) -> AudienceCatalog:
+def _catalog(client: resp.Client, settings: Settings) -> AudienceCatalog:
     return AudienceCatalog(client, settings.key_prefix)
 
 
-def _open(settings: Settings) -> redis.Redis:
+def _open(settings: Settings) -> resp.Client:
     """A client on a prefix the service has run under (its layout record says so): a typo in
     the prefix or the URL would otherwise make an audience no instance follows."""
     client = redis_client(settings)

@@ -16,11 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from features import keys
+from features import keys, resp
 from stream.errors import BrokerUnavailableError, SegstreamError
 from stream.kafka.handler import Origin
 from stream.kafka.topics import describe_origin
@@ -133,7 +132,7 @@ def _commit(consumer: Consumer, topic: str, offsets: dict[int, int]) -> None:
         raise GroupActiveError(msg) from exc
 
 
-def _drop_derived(client: redis.Redis, prefix: str) -> tuple[int, int]:
+def _drop_derived(client: resp.Client, prefix: str) -> tuple[int, int]:
     """Delete users' states and every derived key of the prefix; return (users, keys)."""
     users = dropped = 0
     batch: list[bytes] = []
@@ -148,7 +147,7 @@ def _drop_derived(client: redis.Redis, prefix: str) -> tuple[int, int]:
     return users, dropped
 
 
-def _derived_keys(client: redis.Redis, prefix: str) -> Iterator[bytes]:
+def _derived_keys(client: resp.Client, prefix: str) -> Iterator[bytes]:
     for key in client.scan_iter(match=keys.state_pattern(prefix), count=1000):
         if keys.user_of(prefix, key.decode()) is not None:
             yield key
@@ -156,12 +155,13 @@ def _derived_keys(client: redis.Redis, prefix: str) -> Iterator[bytes]:
         for key in client.scan_iter(match=f"{prefix}:{kind}:*", count=1000):
             if key.decode().rpartition(":")[2].isdigit():
                 yield key
-    for key in (keys.watermarks(prefix), keys.tallies(prefix)):
-        if client.exists(key):
-            yield key.encode()
+    if client.exists(keys.watermarks(prefix)):
+        yield keys.watermarks(prefix).encode()
+    # One hash on a plain Redis, one per hash slot on a cluster (features.tallies).
+    yield from client.scan_iter(match=keys.tallies(prefix) + "*", count=1000)
 
 
-def _erasure_keys(client: redis.Redis, prefix: str) -> Iterator[bytes]:
+def _erasure_keys(client: resp.Client, prefix: str) -> Iterator[bytes]:
     for key in client.scan_iter(match=keys.state_pattern(prefix), count=1000):
         if key.endswith(b":erased"):
             yield key

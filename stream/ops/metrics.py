@@ -195,6 +195,10 @@ REDIS_SECONDS = Histogram(
 REDIS_ERRORS = Counter(
     "segstream_redis_errors", "Redis calls that failed (the step is retried)", ["call"]
 )
+REDIS_REDIRECTS = Counter(
+    "segstream_redis_redirects",
+    "Commands a Redis Cluster sent elsewhere (MOVED, ASK, TRYAGAIN while slots move); sent again",
+)
 
 # Segments.
 USERS_SCORED = Counter(

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import redis
 
-from features import keys
+from features import keys, resp
 from segments.audiences import Catalog, decode, encode
 from stream.errors import SegstreamError, TransientError
 from stream.service.redis_calls import redis_call
@@ -29,7 +29,7 @@ class CatalogError(SegstreamError):
 
 
 class AudienceCatalog:
-    def __init__(self, client: redis.Redis, prefix: str, refresh_interval_s: float = 1.0) -> None:
+    def __init__(self, client: resp.Client, prefix: str, refresh_interval_s: float = 1.0) -> None:
         self._redis = client
         self._prefix = prefix
         self._key = keys.audiences(prefix)

@@ -12,9 +12,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
-import redis
-
-from features import keys
+from features import keys, resp, tallies
 from stream.errors import TransientError
 from stream.ops import metrics
 from stream.service.redis_calls import redis_call
@@ -25,7 +23,7 @@ CENSUS_EVERY_S = 5.0
 
 
 class Census:
-    def __init__(self, client: redis.Redis, prefix: str, every_s: float = CENSUS_EVERY_S) -> None:
+    def __init__(self, client: resp.Client, prefix: str, every_s: float = CENSUS_EVERY_S) -> None:
         self._redis = client
         self._prefix = prefix
         self._every_s = every_s
@@ -64,35 +62,35 @@ class Census:
         """Read the figures now; raises `TransientError` if Redis is away."""
         owned = sorted(self._owned.copy())  # one C call: the loop's thread may change the set
         with redis_call("population"):
+            counts = tallies.read(self._redis, self._prefix)
             pipe = self._redis.pipeline(transaction=False)
-            pipe.hgetall(keys.tallies(self._prefix))
             for partition in owned:
                 pipe.zcard(keys.timers(self._prefix, partition))
-            tallies, *pending = pipe.execute()
-        self._show(tallies)
+            pending = pipe.execute()
+        self._show(counts)
         metrics.TIMERS_PENDING.set(sum(pending))
 
-    def _show(self, tallies: dict[bytes, bytes]) -> None:
-        self._show_populations(tallies)
-        self._show_campaigns(tallies)
+    def _show(self, counts: dict[str, int]) -> None:
+        self._show_populations(counts)
+        self._show_campaigns(counts)
 
-    def _show_campaigns(self, tallies: dict[bytes, bytes]) -> None:
+    def _show_campaigns(self, counts: dict[str, int]) -> None:
         """Offers and conversions by segment and action (their labels are bounded by the
         playbook: the action of a cross-sell offer is counted without its item)."""
         gauges = {"offer": metrics.CAMPAIGN_OFFERS, "conversion": metrics.CAMPAIGN_CONVERSIONS}
-        for raw_field, raw_count in tallies.items():
-            kind, _, pair = raw_field.decode().partition(":")
+        for field, count in counts.items():
+            kind, _, pair = field.partition(":")
             if kind in gauges:
                 segment, _, action = pair.partition("|")
-                gauges[kind].labels(segment, action).set(int(raw_count))
+                gauges[kind].labels(segment, action).set(count)
 
-    def _show_populations(self, tallies: dict[bytes, bytes]) -> None:
+    def _show_populations(self, counts: dict[str, int]) -> None:
         seen: dict[str, dict[str, int]] = {"segment": {}, "cluster": {}, "audience": {}}
-        for raw_field, raw_count in tallies.items():
-            kind, _, name = raw_field.decode().partition(":")
+        for field, count in counts.items():
+            kind, _, name = field.partition(":")
             # A removed audience's tally stays at 0: its series goes, so labels do not pile up.
-            if kind in seen and (kind != "audience" or int(raw_count)):
-                seen[kind][name] = int(raw_count)
+            if kind in seen and (kind != "audience" or count):
+                seen[kind][name] = count
         gauges = (
             ("segment", metrics.SEGMENT_USERS),
             ("cluster", metrics.CLUSTER_USERS),

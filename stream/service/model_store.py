@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-import redis
 
-from features import keys
+from features import keys, resp
 from segments.errors import SnapshotError
 from segments.fingerprint import differences
 from segments.model import Model
@@ -67,7 +66,7 @@ SETTING_NAMES = {
 class ModelStore:
     """The Redis side: lease, current version, signed parameters and trainer state, meta."""
 
-    def __init__(self, client: redis.Redis, prefix: str, signing_key: bytes | None) -> None:
+    def __init__(self, client: resp.Client, prefix: str, signing_key: bytes | None) -> None:
         self._redis = client
         self._prefix = prefix
         self._key = signing_key

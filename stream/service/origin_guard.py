@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import redis
 
-from features import keys
+from features import keys, resp
 from features.store import redis_address
 from stream.errors import StateLostError
 from stream.kafka.handler import Origin
@@ -101,7 +101,7 @@ def origin_fields(origin: Origin, epoch: int, offsets: dict[int, int]) -> list[A
 class OriginGuard:
     """Checks the origin at assignment, after every batch, and records offsets before commits."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: resp.Client, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
         self._key = keys.origin(prefix)
@@ -228,7 +228,7 @@ def _topic_change(stored: Stored, origin: Origin) -> str:
     return ""
 
 
-def _lost_message(client: redis.Redis, origin: Origin) -> str:
+def _lost_message(client: resp.Client, origin: Origin) -> str:
     behind = ", ".join(f"[{p}] at {o}" for p, o in sorted(origin.committed.items()))
     return (
         f"Redis at {redis_address(client)} holds no segstream state, but the group has"
@@ -242,7 +242,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def persistence_warning(client: redis.Redis) -> str:
+def persistence_warning(client: resp.Client) -> str:
     """A warning when Redis keeps nothing on disk (a restart then loses every user's state),
     or "" when it persists or does not let us ask (managed Redis often hides CONFIG)."""
     try:

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from features import keys, resp
+from features.cluster import Command
 from stream.errors import TransientError
 from stream.service.redis_calls import redis_call
 
@@ -23,23 +24,21 @@ logger = logging.getLogger(__name__)
 
 
 class Outbox:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: resp.Client, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
 
     def add_commands(
         self, entries: Mapping[int, tuple[int, list[bytes]]]
-    ) -> tuple[list[bytes], list[tuple[int, bytes]]]:
+    ) -> tuple[list[Command], list[tuple[int, bytes]]]:
         """Packed commands that add the entries, to send ahead of the state writes in their
         round trip, and the entries they write."""
         written = [(p, b"\n".join(values)) for p, (_, values) in entries.items() if values]
-        commands = [
-            resp.command(b"ZADD", self._key(p), b"%d" % entries[p][0], blob) for p, blob in written
-        ]
+        commands = [self._command(b"ZADD", p, b"%d" % entries[p][0], blob) for p, blob in written]
         return commands, written
 
-    def remove_commands(self, written: Iterable[tuple[int, bytes]]) -> list[bytes]:
-        return [resp.command(b"ZREM", self._key(p), blob) for p, blob in written]
+    def remove_commands(self, written: Iterable[tuple[int, bytes]]) -> list[Command]:
+        return [self._command(b"ZREM", p, blob) for p, blob in written]
 
     def remove(self, written: Iterable[tuple[int, bytes]]) -> None:
         """Drop entries whose changes were delivered; a failure only delays the cleanup (they
@@ -52,8 +51,9 @@ class Outbox:
         except TransientError as exc:
             logger.warning("outbox cleanup postponed: %s", exc)
 
-    def _key(self, partition: int) -> bytes:
-        return keys.outbox(self._prefix, partition).encode()
+    def _command(self, name: bytes, partition: int, *args: bytes) -> Command:
+        key = keys.outbox(self._prefix, partition).encode()
+        return key, resp.command(name, key, *args)
 
     def unpublished(
         self, first_offsets: Mapping[int, int], *, trim: bool

@@ -26,6 +26,7 @@ from typing import Final
 import msgspec
 import orjson
 
+from features.cluster import Command
 from features.definitions import Rules
 from features.errors import ConflictError, ScriptsReloadedError, StoreUnavailableError
 from features.events import Event, InvalidEvent
@@ -114,6 +115,7 @@ class SegmentHandler:
         self.resolved: list[Label] = []
         self.resolved_spend: list[SpendLabel] = []
         self.decided: list[Change] = []  # the changes it published
+        self._redirects = 0  # the store's, as counted in the metric
 
     def handle(self, batch: Batch) -> Outcome:
         try:
@@ -283,7 +285,7 @@ class SegmentHandler:
 
     def _outbox_commands(
         self, decisions: _Decisions, fresh: dict[str, list[Published]], *, rewrite: bool
-    ) -> list[bytes]:
+    ) -> list[Command]:
         """The slice's changes for the outbox; after a refused write, every change of the batch
         so far is written again and what was written before is dropped (some of it is untrue)."""
         if not rewrite:
@@ -325,6 +327,8 @@ class SegmentHandler:
     def _account(self, applied: Applied, decisions: _Decisions, scored: int) -> None:
         metrics.EVENTS_APPLIED.inc(applied.applied)
         metrics.WRITES_REFUSED.inc(applied.refused)
+        metrics.REDIS_REDIRECTS.inc(self.store.redirects - self._redirects)
+        self._redirects = self.store.redirects
         metrics.EVENTS_SKIPPED.labels("duplicate").inc(applied.duplicates)
         metrics.EVENTS_SKIPPED.labels("erased").inc(applied.erased)
         due = [u for u in decisions.scored if u in decisions.due]

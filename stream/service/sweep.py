@@ -37,7 +37,7 @@ from typing import Any
 import msgspec
 import redis
 
-from features import keys
+from features import keys, resp
 from stream.ops import metrics
 from stream.service.redis_calls import redis_call
 
@@ -58,7 +58,7 @@ class Progress(msgspec.Struct):
 
 
 class Sweep:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: resp.Client, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
         self._owned: set[int] = set()

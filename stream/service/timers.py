@@ -15,14 +15,16 @@ from typing import Any
 import redis
 
 from features import keys, resp
+from features.cluster import Command
 from stream.service.redis_calls import redis_call
 
 MAX_DUE_PER_BATCH = 5_000
 
 
 class Timers:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: resp.Client, prefix: str) -> None:
         self._redis = client
+        self._pipe = resp.pipe_for(client)
         self._prefix = prefix
         # Earliest timer per owned partition (unknown until first asked).
         self._earliest: dict[int, float] = {}
@@ -48,7 +50,7 @@ class Timers:
             self._earliest[partition] = -math.inf if truncated else _first_score(after)
         return found
 
-    def schedule_commands(self, due: Iterable[tuple[int, str, int]]) -> list[bytes]:
+    def schedule_commands(self, due: Iterable[tuple[int, str, int]]) -> list[Command]:
         """Packed commands setting (partition, user, event time) timers; 0 removes one."""
         adds: dict[int, list[bytes]] = {}
         removals: dict[int, list[bytes]] = {}
@@ -59,23 +61,24 @@ class Timers:
                     self._earliest[partition] = when
             else:
                 removals.setdefault(partition, []).append(user.encode())
-        commands = [resp.command(b"ZADD", self._key(p), *args) for p, args in adds.items()]
-        commands += [resp.command(b"ZREM", self._key(p), *users) for p, users in removals.items()]
+        commands = [self._command(b"ZADD", p, args) for p, args in adds.items()]
+        commands += [self._command(b"ZREM", p, users) for p, users in removals.items()]
         return commands
 
     def schedule(self, due: Iterable[tuple[int, str, int]]) -> None:
         commands = self.schedule_commands(due)
         if commands:
             with redis_call("timers"):
-                resp.execute(self._redis, [b"".join(commands)], len(commands))
+                self._pipe.execute(commands)
 
     def forget(self, partitions: Sequence[int]) -> None:
         """A partition changed owner: what we knew of its timers may be stale."""
         for partition in partitions:
             self._earliest.pop(partition, None)
 
-    def _key(self, partition: int) -> bytes:
-        return keys.timers(self._prefix, partition).encode()
+    def _command(self, name: bytes, partition: int, args: list[bytes]) -> Command:
+        key = keys.timers(self._prefix, partition).encode()
+        return key, resp.command(name, key, *args)
 
     def _execute(self, pipe: redis.client.Pipeline) -> list[Any]:
         with redis_call("timers"):

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import redis
 
+from features import resp
 from features.errors import StoreUnavailableError
 from features.layout import Layout
 from features.privacy import Pseudonymizer
@@ -43,14 +44,16 @@ API_TIMEOUT_S: Final = 1.0
 LAYOUT_RETRY_S: Final = 5.0
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    timeout = settings.redis.socket_timeout_s
-    return redis.Redis.from_url(
-        settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout
+def redis_client(settings: Settings) -> resp.Client:
+    redis_settings = settings.redis
+    return resp.connect(
+        redis_settings.url,
+        cluster=redis_settings.cluster,
+        timeout_s=redis_settings.socket_timeout_s,
     )
 
 
-def feature_store(settings: Settings, client: redis.Redis | None = None) -> FeatureStore:
+def feature_store(settings: Settings, client: resp.Client | None = None) -> FeatureStore:
     features = settings.features
     return FeatureStore(
         client or redis_client(settings),
@@ -75,7 +78,7 @@ def health_for(settings: Settings) -> Health:
     users, rules = read_api(settings) or (None, None)
     return Health(
         metrics_settings.stall_s,
-        redis_pinger(settings.redis.url),
+        redis_pinger(settings),
         kafka_silence_s=metrics_settings.kafka_silence_s,
         users=users,
         rules=rules,
@@ -93,6 +96,7 @@ def read_api(settings: Settings) -> tuple[UserLookup, RulesLookup] | None:
         settings.key_prefix,
         pseudonymize_key=settings.privacy.key(),
         timeout_s=API_TIMEOUT_S,
+        cluster=settings.redis.cluster,
     )
 
     def lookup(users: Sequence[str]) -> dict[str, dict[str, Any] | None]:
@@ -144,9 +148,10 @@ def _write_layout(store: FeatureStore, layout: Layout, retry_s: float) -> bool:
     return True
 
 
-def redis_pinger(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
-    """A PING on a connection of its own, so a probe never waits behind the loop's calls."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+def redis_pinger(settings: Settings, timeout_s: float = 1.0) -> Callable[[], bool]:
+    """A PING on a connection of its own, so a probe never waits behind the loop's calls (on
+    a Redis Cluster, of every primary)."""
+    client = resp.connect(settings.redis.url, cluster=settings.redis.cluster, timeout_s=timeout_s)
 
     def ping() -> bool:
         try:
@@ -157,7 +162,7 @@ def redis_pinger(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
     return ping
 
 
-def build_handler(settings: Settings, client: redis.Redis | None = None) -> SegmentHandler:
+def build_handler(settings: Settings, client: resp.Client | None = None) -> SegmentHandler:
     """The service's handler from settings; fails naming the setting when one is missing."""
     key = settings.segments.signing()
     if key is None:

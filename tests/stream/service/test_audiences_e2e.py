@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from features import keys
+import features.tallies
 from stream.admin.profiles import all_profiles
 from stream.kafka.topics import ensure_topics
 from stream.service.wiring import feature_store
@@ -154,8 +154,8 @@ def test_an_audience_added_while_running_is_backfilled_entered_live_and_left_on_
         leaves = [c for c in audience_changes(settings, "big") if not c["entered"]]
         assert {c["user_id"] for c in leaves} == truth | {outsider}
         assert {c["reason"] for c in leaves} == {"removed"}
-        tallies = client_for(settings).hgetall(keys.tallies(settings.key_prefix))
-        assert int(tallies.get(b"audience:big", 0)) == 0
+        counts = features.tallies.read(client_for(settings), settings.key_prefix)
+        assert counts.get("audience:big", 0) == 0
         assert audience(settings, "list")["audiences"] == []
         run_audience_example(settings)
     finally:

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-import redis
 from prometheus_client import REGISTRY
 
-from features import keys
+import features.tallies
+from features import keys, resp
 from segments.engine import Engine
 from segments.errors import SnapshotError
 from segments.fingerprint import fingerprint
@@ -36,7 +36,7 @@ from stream.kafka.loop import Loop, RunSummary
 from stream.kafka.topics import ensure_topics
 from stream.service.model_store import ModelStore
 from stream.service.segment_handler import SegmentHandler
-from stream.service.wiring import build_handler
+from stream.service.wiring import build_handler, redis_client
 from stream.settings import Settings
 from stream.tools.generate import generate
 from tests.cli_tools import env_for, segstream
@@ -71,11 +71,11 @@ def with_partitions(settings: Settings, partitions: int) -> Settings:
     return settings.model_copy(update={"topics": topics})
 
 
-def client_for(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis.url)
+def client_for(settings: Settings) -> resp.Client:
+    return redis_client(settings)
 
 
-def store_for(settings: Settings, client: redis.Redis | None = None) -> ModelStore:
+def store_for(settings: Settings, client: resp.Client | None = None) -> ModelStore:
     return ModelStore(client or client_for(settings), settings.key_prefix, SIGNING_KEY.encode())
 
 
@@ -588,8 +588,7 @@ def segment_changes(
 
 
 def tallies(settings: Settings) -> dict[str, int]:
-    raw = client_for(settings).hgetall(keys.tallies(settings.key_prefix))
-    counts = {k.decode(): int(v) for k, v in raw.items()}
+    counts = features.tallies.read(client_for(settings), settings.key_prefix)
     return {k: v for k, v in counts.items() if v}
 
 
