@@ -118,7 +118,7 @@ class ClusterPipe:
             self._round([self._again(i, sent[i], replies[i]) for i in again], replies)
         last = replies[again[0]]
         msg = f"Redis Cluster still redirects after {MAX_REDIRECT_ROUNDS} rounds: {last}"
-        raise redis.exceptions.ClusterError(msg)
+        raise redis.exceptions.ClusterDownError(msg)
 
     def _first(self, commands: Iterable[Command], sent: list[Command]) -> Iterator[_Routed]:
         owners = self._owners
@@ -153,6 +153,7 @@ class ClusterPipe:
         except BaseException:
             for node in nodes.values():
                 node.connection.disconnect()  # type: ignore[no-untyped-call]
+            self._owners = []  # a node may be gone: the next call reads the slot map again
             raise
         finally:
             for name, node in nodes.items():
@@ -166,9 +167,19 @@ class ClusterPipe:
         node = self._client.nodes_manager.get_node(node_name=name) if name else None
         if node is None or node.redis_connection is None:
             msg = f"no Redis Cluster node serves this slot ({name or 'none in the slot map'})"
-            raise redis.exceptions.ClusterError(msg)
+            raise redis.exceptions.ClusterDownError(msg)
         pool: redis.ConnectionPool = node.redis_connection.connection_pool
         return pool
+
+    def node_slots(self) -> dict[str, int]:
+        """One hash slot of each primary (the first it serves), by node name."""
+        if not self._owners:
+            self._refresh()
+        found: dict[str, int] = {}
+        for slot, name in enumerate(self._owners):
+            found.setdefault(name, slot)
+        found.pop("", None)
+        return found
 
     def _refresh(self) -> None:
         """Read the slot map again (after a redirection: slots moved)."""

@@ -38,6 +38,12 @@ def origin(prefix: str) -> str:
     return f"{prefix}:origin"
 
 
+def slot_epoch(prefix: str, slot_tag: str) -> str:
+    """String: on a Redis Cluster, the origin's epoch in one hash slot; every slot holds one, so
+    a primary that lost its data (restarted empty) is told apart (`stream.service.slot_marks`)."""
+    return f"{prefix}:epoch:{{{slot_tag}}}"
+
+
 def layout(prefix: str) -> str:
     """String: JSON saying how users' states are stored and their features computed (format,
     windows, buckets, field orders; `features.layout.Layout`), written by every instance at

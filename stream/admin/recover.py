@@ -18,12 +18,14 @@ from typing import Any, Final
 
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from redis.cluster import RedisCluster
 
 from features import keys, resp
 from stream.errors import BrokerUnavailableError, SegstreamError
 from stream.kafka.handler import Origin
 from stream.kafka.topics import describe_origin
 from stream.service.origin_guard import Stored, new_epoch, origin_fields
+from stream.service.slot_marks import SlotMarks
 from stream.service.wiring import redis_client
 from stream.settings import Settings, admin_config, consumer_config
 
@@ -76,6 +78,8 @@ def recover(settings: Settings, *, from_earliest: bool) -> Recovered:
         pipe.delete(keys.origin(prefix))
         pipe.hset(keys.origin(prefix), items=origin_fields(origin, epoch, offsets))
         pipe.execute()
+        if isinstance(client, RedisCluster):
+            SlotMarks(client, prefix).write(epoch)
     finally:
         consumer.close()
     result = Recovered(

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
+from redis.cluster import RedisCluster
 
 from features import keys, resp
 from features.store import redis_address
 from stream.errors import StateLostError
 from stream.kafka.handler import Origin
 from stream.service.redis_calls import redis_call
+from stream.service.slot_marks import SlotMarks
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class OriginGuard:
         self._key = keys.origin(prefix)
         self._create = client.register_script(_CREATE)
         self._raise = client.register_script(_RAISE)
+        self._marks = SlotMarks(client, prefix) if isinstance(client, RedisCluster) else None
         self.epoch = 0  # 0 until the first check
         self._known: dict[int, int] = {}  # next offset per partition as we last saw or set it
 
@@ -115,6 +118,8 @@ class OriginGuard:
         stored = Stored.parse(self._call(self._redis.hgetall, self._key))
         if stored is None:
             stored = self._start(origin)
+        else:
+            self._check_marks(stored.epoch, every_slot=True)
         _compare(stored, origin)
         self.epoch = stored.epoch
         for partition in origin.assigned:
@@ -135,6 +140,7 @@ class OriginGuard:
                 f" {RECOVER_HINT}"
             )
             raise StateLostError(msg, "lost")
+        self._check_marks(self.epoch, every_slot=False)
         for partition in set(partitions):
             known = self._known.get(partition, -1)
             if stored.next.get(partition, -1) < known:
@@ -174,11 +180,34 @@ class OriginGuard:
         --from-committed`: nothing tells it apart from a flush followed by a few writes)."""
         if origin.committed:
             raise StateLostError(_lost_message(self._redis, origin), "lost")
-        fields = origin_fields(origin, new_epoch(), {})
+        fresh = new_epoch()
+        fields = origin_fields(origin, fresh, {})
+        # The slots are marked before the record exists: a crash in between leaves no record,
+        # and the next start begins again. An instance that lost the race marks the winner's.
+        self._mark(fresh)
         epoch = int(self._call(self._create, keys=[self._key], args=fields))
+        if epoch != fresh:
+            self._mark(epoch)
         logger.info("new state for %s under epoch %d", origin.topic, epoch)
         stored = Stored.parse(self._call(self._redis.hgetall, self._key))
         return stored or Stored(epoch, origin.topic, origin.topic_id, origin.partitions, {})
+
+    def _mark(self, epoch: int) -> None:
+        if self._marks is not None:
+            self._call(self._marks.write, epoch)
+
+    def _check_marks(self, epoch: int, *, every_slot: bool) -> None:
+        """On a Redis Cluster: a primary that restarted empty lost its slots' epoch marks."""
+        if self._marks is None:
+            return
+        unmarked = self._call(self._marks.unmarked, epoch, every_slot=every_slot)
+        if unmarked:
+            msg = (
+                f"a primary of the Redis Cluster at {redis_address(self._redis)} lost its data:"
+                f" {len(unmarked)} {'slots' if every_slot else 'nodes'} hold no mark of epoch"
+                f" {epoch} (first: {', '.join(unmarked[:3])}); {RECOVER_HINT}"
+            )
+            raise StateLostError(msg, "lost")
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         with redis_call("origin"):

@@ -322,20 +322,23 @@ class SegmentHandler:
         for label in self.resolved:
             self.quality.update(label.bought, label.propensity)
             metrics.LABELS_RESOLVED.labels("bought" if label.bought else "not_bought").inc()
-        self._account(applied, decisions, len(scored))
+        self._account(applied, decisions, scored)
 
-    def _account(self, applied: Applied, decisions: _Decisions, scored: int) -> None:
+    def _account(
+        self, applied: Applied, decisions: _Decisions, scored: dict[str, tuple[int, int]]
+    ) -> None:
         metrics.EVENTS_APPLIED.inc(applied.applied)
         metrics.WRITES_REFUSED.inc(applied.refused)
         metrics.REDIS_REDIRECTS.inc(self.store.redirects - self._redirects)
         self._redirects = self.store.redirects
         metrics.EVENTS_SKIPPED.labels("duplicate").inc(applied.duplicates)
         metrics.EVENTS_SKIPPED.labels("erased").inc(applied.erased)
-        due = [u for u in decisions.scored if u in decisions.due]
+        # Of the users scored and stored: a due user may have had no state left to store.
+        due = [u for u in scored if u in decisions.due]
         timers = len([u for u in due if u not in decisions.swept])
         metrics.TIMERS_FIRED.inc(timers)
         metrics.USERS_SCORED.labels("timer").inc(timers)
-        metrics.USERS_SCORED.labels("event").inc(scored - len(due))
+        metrics.USERS_SCORED.labels("event").inc(len(scored) - len(due))
         moves: Counter[tuple[str, str]] = Counter()
         memberships: Counter[tuple[str, str, str]] = Counter()
         for change in self.decided:
