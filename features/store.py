@@ -182,6 +182,7 @@ class FeatureStore:
         self._scripts_loaded = False
         # Pipelined requests sent to Redis by `apply` (each is one network round trip).
         self.round_trips = 0
+        self.writes = 0  # users' compare-and-sets sent, all time
         # Told the seconds of each round trip by kind ("read", "write"), for metrics.
         self.observe: Callable[[str, float], None] = _ignore
 
@@ -198,6 +199,10 @@ class FeatureStore:
             self._watermarks.pop(partition, None)
         for user in [u for u, c in self._cache.items() if c.state.partition in gone]:
             del self._cache[user]
+
+    @property
+    def client(self) -> resp.Client:
+        return self._redis
 
     @property
     def node_round_trips(self) -> int:
@@ -279,6 +284,7 @@ class FeatureStore:
         """A folded slice's commands, with what the caller adds around the writes."""
         entries = folded.entries
         writes = [self._write_call(u, c, around.tallies.get(u)) for u, c in entries.items()]
+        self.writes += len(writes)
         commands = [*around.before, *writes, *around.after]
         return Packed(folded, commands, len(around.before))
 

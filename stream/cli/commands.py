@@ -222,6 +222,11 @@ def register_bench(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                    help="offered events/s for the latency run")  # fmt: skip
     p.add_argument("--latency-seconds", type=_positive_float, default=5.0)
     p.add_argument("--workdir", type=Path, default=Path(".bench"))
+    p.add_argument("--redis-cluster", action="store_true",
+                   help="run on a Redis Cluster: the configured one (SEGSTREAM_REDIS__CLUSTER),"
+                        " else 3 local primaries")  # fmt: skip
+    p.add_argument("--processes", type=_positive_int, default=1,
+                   help="also run the worst case in this many processes of a group")  # fmt: skip
     p.set_defaults(command=cmd_bench)
 
 
@@ -230,7 +235,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     print_json(run_bench(settings, events=args.events, users=args.users,
                          latency_rate=args.latency_rate,
-                         latency_seconds=args.latency_seconds, workdir=args.workdir))  # fmt: skip
+                         latency_seconds=args.latency_seconds, workdir=args.workdir,
+                         cluster=args.redis_cluster, processes=args.processes))  # fmt: skip
     return 0
 
 

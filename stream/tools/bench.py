@@ -21,12 +21,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import msgspec
 import orjson
 from confluent_kafka import Producer
+from redis.cluster import RedisCluster
 
 from features import keys
 from features.events import Event, decode_event
@@ -40,10 +41,12 @@ from stream.ops.health import Health, serve
 from stream.service.segment_handler import SegmentHandler
 from stream.service.wiring import build_handler, feature_store, read_api, redis_client
 from stream.settings import ApiSettings, Settings, producer_config
+from stream.tools.bench_processes import run_processes
 from stream.tools.generate import generate
-from stream.tools.local_servers import free_port
+from stream.tools.local_servers import free_port, redis_cluster
 from stream.tools.replay import Pacer, Pacing, Record, read_records, replay
 from stream.tools.servers import ensure_stack
+from stream.tools.sizing import measured, needs
 
 SAMPLE_USERS = 2_000
 WARMUP_S = 1.0
@@ -92,16 +95,25 @@ def run_bench(
     latency_rate: float,
     latency_seconds: float,
     workdir: Path,
+    cluster: bool = False,
+    processes: int = 1,
 ) -> dict[str, object]:
     spread = _bench_values(_sample_values(workdir), events, users)
     sessions = _generated_values(workdir, users, 2 * events)
     figures: dict[str, object] = {"events": events, "users": users}
     figures["decode"] = _bench_decode(spread)
     with ExitStack() as resources:
+        if cluster:
+            settings = _on_cluster(settings, workdir, resources)
         stack = ensure_stack(settings, workdir, resources)
+        figures["redis"] = _redis_figures(stack.settings)
         base = _fresh(stack.settings)
         figures["features"] = _bench_features(base, spread)
         figures["produce"], figures["loop"], figures["pipeline_spread"] = _bench_loops(base, spread)
+        if processes > 1:
+            figures["pipeline_spread_processes"] = run_processes(
+                _fresh(stack.settings), spread, processes
+            )
         pipeline_settings = _fresh(stack.settings)
         figures["pipeline"] = _bench_pipeline(pipeline_settings, sessions)
         figures["reads"] = _bench_reads(pipeline_settings, sessions)
@@ -112,12 +124,38 @@ def run_bench(
         figures["latency"] = _bench_latency(
             _fresh(stack.settings), known, latency_rate, latency_seconds, full=True
         )
-    pipeline, latency = figures["pipeline"], figures["latency"]
-    assert isinstance(pipeline, dict) and isinstance(latency, dict)
+    pipeline, latency, worst = figures["pipeline"], figures["latency"], figures["pipeline_spread"]
+    assert isinstance(pipeline, dict) and isinstance(latency, dict) and isinstance(worst, dict)
     return {
         "events_per_second": pipeline["events_per_second"],
+        "worst_case_events_per_second": worst["events_per_second"],
         "p99_latency_ms": latency["p99_ms"],
         **figures,
+        "sizing": _sizing(worst, pipeline),
+    }
+
+
+def _on_cluster(settings: Settings, workdir: Path, resources: ExitStack) -> Settings:
+    """Settings on a Redis Cluster: the configured one, else 3 local primaries."""
+    if settings.redis.cluster:
+        return settings
+    cluster = redis_cluster(workdir / "cluster")
+    resources.callback(cluster.stop)
+    redis = settings.redis.model_copy(update={"url": cluster.address, "cluster": True})
+    return settings.model_copy(update={"redis": redis})
+
+
+def _redis_figures(settings: Settings) -> dict[str, object]:
+    client = redis_client(settings)
+    primaries = len(client.get_primaries()) if isinstance(client, RedisCluster) else 1  # type: ignore[no-untyped-call]
+    return {"cluster": settings.redis.cluster, "primaries": primaries}
+
+
+def _sizing(worst: dict[str, Any], sessions: dict[str, Any]) -> dict[str, object]:
+    """What 100k and 1M events/s need at the costs measured, worst case and sessions."""
+    return {
+        case: [needs(rate, costs["costs"]) for rate in (100_000, 1_000_000)]
+        for case, costs in (("worst_case", worst), ("sessions", sessions))
     }
 
 
@@ -263,7 +301,8 @@ def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, ob
     replay(records, Producer(producer_config(settings)), settings.topics.events, Pacing())
     clock = BatchClock(build_handler(settings))
     try:
-        summary = Loop(settings, clock).run(max_events=len(values))
+        with measured(clock.inner.store.client) as costs:
+            summary = Loop(settings, clock).run(max_events=len(values))
     finally:
         clock.inner.close()
     half = len(values) // 2
@@ -277,6 +316,7 @@ def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, ob
             "segment_changes": cold_changes - clock.changes_before,
         },
         "whole_run": _loop_figures(summary),
+        "costs": costs.figures(summary.consumed, clock.inner.store.writes),
     }
 
 
@@ -287,7 +327,7 @@ def _bench_reads(settings: Settings, values: Sequence[bytes]) -> dict[str, objec
     HTTP/1.0)."""
     users = sorted({orjson.loads(v)["user_id"] for v in values})
     rng = random.Random(3)
-    client = SegmentClient(settings.redis.url, settings.key_prefix)
+    client = SegmentClient(settings.redis.url, settings.key_prefix, cluster=settings.redis.cluster)
     client.users(users[:READ_BATCH])  # connected and warm
     single = _timed(client.user, [rng.choice(users) for _ in range(READS)])
     batches = [rng.sample(users, min(READ_BATCH, len(users))) for _ in range(READ_BATCHES)]
@@ -352,13 +392,15 @@ def _run_pipeline(settings: Settings, events: int) -> dict[str, object]:
     timers set, the trainer learning, offsets committed."""
     handler = build_handler(settings)
     try:
-        summary = Loop(settings, handler).run(max_events=events)
+        with measured(handler.store.client) as costs:
+            summary = Loop(settings, handler).run(max_events=events)
     finally:
         handler.close()
     return {
         **_loop_figures(summary),
         "model_version": handler.sync.params.version,
         "segment_changes": _changes(),
+        "costs": costs.figures(summary.consumed, handler.store.writes),
     }
 
 
