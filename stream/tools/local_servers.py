@@ -185,6 +185,7 @@ class LocalCluster:
 def redis_cluster(workdir: Path, primaries: int = 3) -> LocalCluster:
     """Start `primaries` cluster-enabled Redis servers and join them with
     `redis-cli --cluster create` (slots split evenly, no replicas); stopped at exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
     nodes = [redis_server(workdir, cluster=True).start() for _ in range(primaries)]
     cluster = LocalCluster(nodes)
     atexit.register(cluster.stop)
