@@ -40,7 +40,8 @@ TENURE_CAP_DAYS: Final = 3650.0
 # A user's late records are remembered (for re-delivery after a crash) up to this many; a client
 # flushing a buffer of old events stays well inside it.
 MAX_LATE_KEPT: Final = 1024
-# Pruning is lazy: a state is cleaned once one of its id maps grows past this many entries.
+# An id map is scanned for entries out of reach once it grows past this many entries, whatever
+# its first entry (`prune`).
 PRUNE_AT: Final = 32
 # Products a basket (a session's cart and orders) holds for cross-sell counting, and recent
 # products a user's recommendations start from: bounded, whatever a session holds.
@@ -187,20 +188,23 @@ def _purchase(state: UserState, event: Event) -> tuple[float, bool]:
     state.spend += spend
     state.last_purchase = max(state.last_purchase, event.ts_ms)
     order = event.order_id or event.event_id
-    new_order = order not in state.recent_orders
-    if new_order:
+    # Popped and put back: the map stays in order of last use, which `prune` relies on.
+    last = state.recent_orders.pop(order, None)
+    if last is None:
         state.orders += 1
-    state.recent_orders[order] = max(state.recent_orders.get(order, 0), event.ts_ms)
-    return spend, new_order
+    state.recent_orders[order] = event.ts_ms if last is None else max(last, event.ts_ms)
+    return spend, last is None
 
 
 def _session(state: UserState, event: Event) -> None:
-    if event.session_id is None:
+    session = event.session_id
+    if session is None:
         return
-    if event.session_id not in state.recent_sessions:
+    # Popped and put back: the map stays in order of last use, which `prune` relies on.
+    last = state.recent_sessions.pop(session, None)
+    if last is None:
         state.sessions += 1
-    last = state.recent_sessions.get(event.session_id, 0)
-    state.recent_sessions[event.session_id] = max(last, event.ts_ms)
+    state.recent_sessions[session] = event.ts_ms if last is None else max(last, event.ts_ms)
 
 
 def _details(state: UserState, event: Event) -> None:
@@ -246,21 +250,27 @@ def _count_category(categories: dict[str, int], category: str) -> None:
 def prune(state: UserState, watermark: int, rules: Rules) -> None:
     """Forget what no future decision or read (at or after `watermark`) can need.
 
-    Lazy: keeping an entry longer never changes a result (reads filter buckets by window, and
-    an id older than the lateness belongs to an event that would be late anyway), so the work is
-    done only once a map has grown.
+    An entry goes once it is out of reach (reads filter buckets by window, and an id older than
+    the lateness belongs to an event that would be late anyway), so a stored state holds only what
+    its windows and id memories still cover. A map is scanned only when its first entry is out
+    of reach (the oldest: id maps are kept in order of last use, buckets in order of creation;
+    one out of order waits for the next scan), or when it has grown past `PRUNE_AT` entries or
+    its window's bucket count: most writes cost a lookup per map.
     """
     horizon = watermark - rules.lateness_ms
-    if len(state.recent_ids) > PRUNE_AT:
-        state.recent_ids = {k: t for k, t in state.recent_ids.items() if t >= horizon}
+    ids = state.recent_ids
+    if ids and (len(ids) > PRUNE_AT or next(iter(ids.values())) < horizon):
+        state.recent_ids = {k: t for k, t in ids.items() if t >= horizon}
     memory = horizon - ID_MEMORY_MS
-    if len(state.recent_sessions) > PRUNE_AT:
-        state.recent_sessions = {k: t for k, t in state.recent_sessions.items() if t >= memory}
-    if len(state.recent_orders) > PRUNE_AT:
-        state.recent_orders = {k: t for k, t in state.recent_orders.items() if t >= memory}
+    sessions = state.recent_sessions
+    if sessions and (len(sessions) > PRUNE_AT or next(iter(sessions.values())) < memory):
+        state.recent_sessions = {k: t for k, t in sessions.items() if t >= memory}
+    orders = state.recent_orders
+    if orders and (len(orders) > PRUNE_AT or next(iter(orders.values())) < memory):
+        state.recent_orders = {k: t for k, t in orders.items() if t >= memory}
     for window, buckets in zip(rules.windows, state.windows, strict=False):
-        if len(buckets) > window.buckets:
-            oldest = watermark // window.bucket_ms - window.buckets + 1
+        oldest = watermark // window.bucket_ms - window.buckets + 1
+        if buckets and (len(buckets) > window.buckets or next(iter(buckets)) < oldest):
             for index in [i for i in buckets if i < oldest]:
                 del buckets[index]
 
