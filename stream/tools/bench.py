@@ -18,7 +18,8 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -247,7 +248,7 @@ def _bench_features(settings: Settings, values: Sequence[bytes]) -> dict[str, ob
         "batch_size": size,
         "redis_round_trips_per_batch": round(cold_trips / batches, 2),
         "redis_round_trips_per_batch_warm": round((store.round_trips - cold_trips) / batches, 2),
-        "memory_usage_bytes_per_user": _memory_per_user(settings, store, events),
+        "memory_usage_bytes_per_user": _memory_per_user(settings, (e.user_id for e in events)),
     }
 
 
@@ -262,13 +263,25 @@ def _apply_all(
     return time.perf_counter() - started
 
 
-def _memory_per_user(settings: Settings, store: FeatureStore, events: Sequence[Event]) -> float:
+def _memory_per_user(settings: Settings, user_ids: Iterable[str]) -> dict[str, object]:
+    """`MEMORY USAGE` (SAMPLES 0: exact) and `OBJECT ENCODING` of 500 sampled users' keys."""
     client = redis_client(settings)
-    users = sorted({e.user_id for e in events})
+    users = sorted(set(user_ids))
     sample = random.Random(1).sample(users, min(500, len(users)))
+    names = [keys.state(settings.key_prefix, u) for u in sample]
+    sizes = sorted(client.memory_usage(name, samples=0) or 0 for name in names)
+    encodings = Counter(_text(client.object("encoding", name)) for name in names)
+    return {
+        "mean": round(statistics.mean(sizes), 1),
+        "p95": sizes[int(0.95 * (len(sizes) - 1))],
+        "max": sizes[-1],
+        "object_encoding": dict(encodings),
+        "users": len(users),
+    }
 
-    sizes = [client.memory_usage(keys.state(settings.key_prefix, u)) or 0 for u in sample]
-    return round(statistics.mean(sizes), 1)
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _bench_loops(
@@ -288,7 +301,10 @@ def _bench_loops(
             "key_prefix": settings.key_prefix + "-f",
         }
     )
-    return produced, _loop_figures(bare), _run_pipeline(full, len(values))
+    spread = _run_pipeline(full, len(values))
+    users = (orjson.loads(v)["user_id"] for v in values)
+    spread["memory_usage_bytes_per_user"] = _memory_per_user(full, users)
+    return produced, _loop_figures(bare), spread
 
 
 def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, object]:
@@ -317,6 +333,9 @@ def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, ob
         },
         "whole_run": _loop_figures(summary),
         "costs": costs.figures(summary.consumed, clock.inner.store.writes),
+        "memory_usage_bytes_per_user": _memory_per_user(
+            settings, (orjson.loads(v)["user_id"] for v in values)
+        ),
     }
 
 
