@@ -177,6 +177,7 @@ class FeatureStore:
         self._write = client.register_script(_WRITE)
         self._raise_watermarks = client.register_script(_RAISE_WATERMARKS)
         self._write_head = resp.evalsha_prefix(self._write.sha, 2, 3)
+        self._tallied_forms: dict[int, tuple[bytes, bytes]] = {}  # per tally count
         self._tallies_key = tallies.key_of(client, prefix)
         self._ttl_s = ttl_s
         self._scripts_loaded = False
@@ -422,11 +423,9 @@ class FeatureStore:
         value = b"%010d%b" % (cached.version + 1, _encode(cached.state))
         ttl = self._ttl_of(cached.state)
         if moved:
-            moves = [x for name, delta in moved for x in (name.encode(), b"%d" % delta)]
-            return state_key, resp.command(
-                b"EVALSHA", self._write.sha.encode(), b"3", state_key, erased_key,
-                self._tallies_key(state_key), expected, value, ttl, *moves,
-            )  # fmt: skip
+            return state_key, self._tallied_call(
+                moved, (state_key, erased_key, self._tallies_key(state_key), expected, value, ttl)
+            )
         return state_key, _WRITE_ARGS % (
             self._write_head,
             len(state_key), state_key,
@@ -435,6 +434,23 @@ class FeatureStore:
             len(value), value,
             len(ttl), ttl,
         )  # fmt: skip
+
+    def _tallied_call(self, moved: list[tuple[str, int]], parts: tuple[bytes, ...]) -> bytes:
+        """The compare-and-set with tallies that move with it (about two thirds of a new
+        stream's writes): a head and a template per tally count, one `%` format (a third of
+        what hiredis's packing costs here)."""
+        form = self._tallied_forms.get(len(moved))
+        if form is None:
+            head = resp.evalsha_prefix(self._write.sha, 3, 3 + 2 * len(moved))
+            template = b"%b" + b"$%d\r\n%b\r\n" * (len(parts) + 2 * len(moved))
+            form = self._tallied_forms[len(moved)] = (head, template)
+        flat: list[bytes | int] = [form[0]]
+        for part in parts:
+            flat += (len(part), part)
+        for name, delta in moved:
+            field, count = name.encode(), b"%d" % delta
+            flat += (len(field), field, len(count), count)
+        return form[1] % tuple(flat)
 
     def _ttl_of(self, state: UserState) -> bytes:
         """Seconds the state is kept after this write: the TTL counts from the user's last

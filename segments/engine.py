@@ -142,6 +142,7 @@ class Engine:
         # the ids stay unique when a rebuilt state numbers each user's changes from 1 again.
         self.epoch = 0
         self.set_audiences(Catalog())
+        self._campaigns: dict[tuple[str, tuple[str, ...]], list[tuple[str, int]]] = {}
 
     def set_audiences(self, catalog: Catalog) -> None:
         """Evaluate this catalog's audiences from the next batch on."""
@@ -183,6 +184,7 @@ class Engine:
         )
         rules = self._matching_rules(raw, up, down)
         view = _View(params, scores, near, rules, inputs, raw[:, : len(self._published)])
+        view.rfm_raw = raw[:, self._rfm]
         view.analytics(self._spend_inputs(raw))
         out = Scored()
         cut = int(learn_share * SAMPLE_BUCKETS)
@@ -406,9 +408,8 @@ class Engine:
             self._snapshot(record, now, view.inputs[i], view.propensity[i])
         self._beside(view, i, (user, state, record), (now, labelled), out)
         if draw & 0xFFFF < learn_cut:
-            rfm_values = view.raw[i, self._rfm]
-            inputs = view.inputs[i].tolist()
-            out.samples.append(Sample(user, inputs, float(rfm_values[1]), float(rfm_values[2])))
+            frequency, monetary = view.sample_rfm(i)
+            out.samples.append(Sample(user, view.input_row(i), frequency, monetary))
         record.due = next_due(record, state.last_seen, now, self.config)
         if settled.changed:
             record.since = now
@@ -569,9 +570,13 @@ class Engine:
     def _campaign(self, kind: str, segments: Sequence[str]) -> list[tuple[str, int]]:
         """Tallies of one offer or conversion: `<kind><segment>|<action>` for each playbook
         action of its segments (a cross-sell action once, without items)."""
-        playbook = self.config.playbook
-        pairs = dict.fromkeys(f"{s}|{a}" for s in segments for a in playbook.get(s, ()))
-        return [(kind + pair, 1) for pair in pairs]
+        asked = (kind, tuple(segments))
+        found = self._campaigns.get(asked)
+        if found is None:
+            playbook = self.config.playbook
+            pairs = dict.fromkeys(f"{s}|{a}" for s in segments for a in playbook.get(s, ()))
+            found = self._campaigns[asked] = [(kind + pair, 1) for pair in pairs]
+        return list(found)
 
     def _actions(self, segment: str, recommendations: Sequence[str]) -> list[str]:
         """The playbook's actions for a segment, each cross-sell one given as one
@@ -591,9 +596,9 @@ class Engine:
             "user_id": user,
             "reason": reason,
             "model_version": view.params.version,
-            "event_time": datetime.fromtimestamp(now / 1000, UTC).isoformat(),
+            "event_time": view.event_time(now),
             "event_time_ms": now,
-            "features": dict(zip(self._published, view.raw[i].tolist(), strict=True)),
+            "features": dict(zip(self._published, view.features(i), strict=True)),
         }
 
     def _change_id(self, user: str, seq: int) -> str:
@@ -628,6 +633,38 @@ class _View:
         self.rules_table = params.rules if params.rules else None  # None: no rule at all
         self.spend: list[float] = []
         self._spend_bytes, self._spend_width = b"", 0
+        self.rfm_raw: npt.NDArray[np.float64] = raw[:, :0]  # the R, F, M columns
+        # Rows as lists, made for the whole batch at its first use (the trainer samples a
+        # share of the users; one numpy row at a time costs 3 µs a user).
+        self._input_rows: list[list[float]] | None = None
+        self._rfm_rows: list[list[float]] | None = None
+        self._features: list[list[float]] | None = None
+        self._times: dict[int, str] = {}
+
+    def input_row(self, i: int) -> list[float]:
+        if self._input_rows is None:
+            self._input_rows = self.inputs.tolist()
+        return self._input_rows[i]
+
+    def sample_rfm(self, i: int) -> tuple[float, float]:
+        """User i's frequency and monetary values (what the trainer's samples carry)."""
+        if self._rfm_rows is None:
+            self._rfm_rows = self.rfm_raw.tolist()
+        row = self._rfm_rows[i]
+        return row[1], row[2]
+
+    def features(self, i: int) -> list[float]:
+        """User i's published features, as a list."""
+        if self._features is None:
+            self._features = self.raw.tolist()
+        return self._features[i]
+
+    def event_time(self, now: int) -> str:
+        """`now` as ISO 8601 (a batch's users share a few watermarks)."""
+        text = self._times.get(now)
+        if text is None:
+            text = self._times[now] = datetime.fromtimestamp(now / 1000, UTC).isoformat()
+        return text
 
     def analytics(self, spend_inputs: npt.NDArray[np.float64]) -> None:
         """The spend predictions, from the regressor's inputs (the first: the naive one)."""
