@@ -18,7 +18,6 @@ import statistics
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,7 +29,6 @@ import orjson
 from confluent_kafka import Producer
 from redis.cluster import RedisCluster
 
-from features import keys
 from features.events import Event, decode_event
 from features.store import FeatureStore
 from stream.client import SegmentClient
@@ -47,7 +45,7 @@ from stream.tools.generate import generate
 from stream.tools.local_servers import free_port, redis_cluster
 from stream.tools.replay import Pacer, Pacing, Record, read_records, replay
 from stream.tools.servers import ensure_stack
-from stream.tools.sizing import measured, needs
+from stream.tools.sizing import measured, memory_per_user, needs
 
 SAMPLE_USERS = 2_000
 WARMUP_S = 1.0
@@ -264,24 +262,7 @@ def _apply_all(
 
 
 def _memory_per_user(settings: Settings, user_ids: Iterable[str]) -> dict[str, object]:
-    """`MEMORY USAGE` (SAMPLES 0: exact) and `OBJECT ENCODING` of 500 sampled users' keys."""
-    client = redis_client(settings)
-    users = sorted(set(user_ids))
-    sample = random.Random(1).sample(users, min(500, len(users)))
-    names = [keys.state(settings.key_prefix, u) for u in sample]
-    sizes = sorted(client.memory_usage(name, samples=0) or 0 for name in names)
-    encodings = Counter(_text(client.object("encoding", name)) for name in names)
-    return {
-        "mean": round(statistics.mean(sizes), 1),
-        "p95": sizes[int(0.95 * (len(sizes) - 1))],
-        "max": sizes[-1],
-        "object_encoding": dict(encodings),
-        "users": len(users),
-    }
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return memory_per_user(redis_client(settings), settings.key_prefix, user_ids)
 
 
 def _bench_loops(

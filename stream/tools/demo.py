@@ -23,6 +23,7 @@ from stream.tools.generate import GenerateSummary, generate
 from stream.tools.progress import Progress
 from stream.tools.replay import Pacing, ReplaySummary, read_records, replay
 from stream.tools.servers import Stack, ensure_stack
+from stream.tools.sizing import memory_per_user
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
             service = Loop(settings, recorder, health).run(until_idle=5.0)
         finally:
             handler.close()
+        memory = memory_per_user(store.client, settings.key_prefix, _users(workdir))
         print(
             _summary(
                 stack,
@@ -68,6 +70,7 @@ def run_demo(settings: Settings, *, users: int, days: float, seed: int, workdir:
                 metrics_url=metrics_url,
             )
         )
+        print(_memory_line(memory))
         print("\n".join(_feature_table(store, workdir / "personas.csv", settings.key_prefix)))
         print("\n".join(segment_table(settings, recorder, workdir, EvaluateOptions())))
         return 0 if service.clean_exit and not replayed.errors else 1
@@ -169,6 +172,19 @@ def _summary(
         "",
     ]
     return "\n".join(lines)
+
+
+def _users(workdir: Path) -> list[str]:
+    with (workdir / "personas.csv").open(newline="") as handle:
+        return [row["user_id"] for row in csv.DictReader(handle)]
+
+
+def _memory_line(memory: dict[str, object]) -> str:
+    encodings = memory.get("object_encoding")
+    return (
+        f"redis       {memory.get('mean')} B per user on average, {memory.get('p95')} B at the"
+        f" 95th percentile (MEMORY USAGE of 500 users' keys, encoding {encodings})\n"
+    )
 
 
 TABLE_FEATURES = (

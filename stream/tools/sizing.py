@@ -3,22 +3,25 @@
 Wall time depends on how busy a shared machine is; CPU time per event does much less, and it
 adds up across processes and Redis shards. So a stage is measured as: the service's CPU (every
 thread of the process: the loop, librdkafka, the census) per event, and Redis' CPU (every
-primary, `INFO cpu`) per event and per user write. `needs` turns those into processes, partitions
-and Redis primaries for a target rate.
+primary, `INFO cpu`) per event and per user write; and Redis memory per user (`MEMORY USAGE`).
+`needs` turns the CPU figures into processes, partitions and Redis primaries for a target rate.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import resource
-from collections.abc import Iterator
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
 from redis.cluster import RedisCluster
 
-from features import resp
+from features import keys, resp
 
 # Share of a core a process or a Redis primary is planned at: headroom for bursts and catch-up.
 PLANNED_LOAD: Final = 0.7
@@ -67,6 +70,30 @@ def measured(client: resp.Client) -> Iterator[Costs]:
     yield costs
     costs.service_s = process_cpu_s() - service
     costs.redis_s = redis_cpu_s(client) - redis
+
+
+def memory_per_user(
+    client: resp.Client, prefix: str, user_ids: Iterable[str], sample: int = 500
+) -> dict[str, object]:
+    """`MEMORY USAGE` (SAMPLES 0: exact) and `OBJECT ENCODING` of `sample` users' state keys."""
+    users = sorted(set(user_ids))
+    chosen = random.Random(1).sample(users, min(sample, len(users)))
+    names = [keys.state(prefix, user) for user in chosen]
+    sizes = sorted(client.memory_usage(name, samples=0) or 0 for name in names)
+    if not sizes:
+        return {"users": 0}
+    encodings = Counter(_text(client.object("encoding", name)) for name in names)
+    return {
+        "mean": round(statistics.mean(sizes), 1),
+        "p95": sizes[int(0.95 * (len(sizes) - 1))],
+        "max": sizes[-1],
+        "object_encoding": dict(encodings),
+        "users": len(users),
+    }
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def needs(rate: float, costs: dict[str, float]) -> dict[str, int]:
