@@ -7,7 +7,7 @@ a partition keeps its users' states in memory; for a batch it reads the users it
 per user, pipelined: the write lands only if the version is still the one it read. A zombie
 instance or a stale cache therefore cannot count twice: its write is refused, it reads the state
 again and the fence skips what was already applied. Redis round trips per round: at most one read
-(cache misses), one write.
+(cache misses), one write; on a Redis Cluster, one of each per primary (`features.cluster`).
 
 A batch goes through the store in steps its caller runs (see `apply` for the plainest caller):
 `batch` opens it, `fold` reads and folds one slice of users at a time, `pack` turns a slice and
