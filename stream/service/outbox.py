@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 class Outbox:
     def __init__(self, client: resp.Client, prefix: str) -> None:
         self._redis = client
+        self._pipe = resp.pipe_for(client)
         self._prefix = prefix
 
     def add_commands(
@@ -39,6 +40,15 @@ class Outbox:
 
     def remove_commands(self, written: Iterable[tuple[int, bytes]]) -> list[Command]:
         return [self._command(b"ZREM", p, blob) for p, blob in written]
+
+    def execute(self, commands: list[Command]) -> None:
+        """Run packed outbox commands now, in order (one round trip per node)."""
+        with redis_call("outbox"):
+            replies = self._pipe.execute(commands)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            msg = f"redis refused {len(errors)} outbox commands, first: {errors[0]}"
+            raise TransientError(msg)
 
     def remove(self, written: Iterable[tuple[int, bytes]]) -> None:
         """Drop entries whose changes were delivered; a failure only delays the cleanup (they

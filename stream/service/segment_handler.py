@@ -177,6 +177,7 @@ class SegmentHandler:
             else:
                 raise conflict(stored)
         self.last = stored.applied
+        self._drop_erased(stored.applied, decisions)
         self._after(stored.applied, decisions)  # 4. timers of gone users, learning, metrics
         return self._outcome(events, stored.applied, decisions)  # 5. changes, late events
 
@@ -294,11 +295,26 @@ class SegmentHandler:
             )
             decisions.outbox += written
             return commands
+        return self._rewrite_outbox(decisions)
+
+    def _rewrite_outbox(self, decisions: _Decisions) -> list[Command]:
+        """Commands that replace what the batch put in the outbox so far by its changes now
+        (the old entries go first: an entry that stays the same is written again after)."""
         everything = _entries(_flat(decisions.changes.values()), decisions.last_offsets)
-        commands, written = self._outbox.add_commands(everything)
-        commands += self._outbox.remove_commands(decisions.outbox)
-        decisions.outbox = written
-        return commands
+        commands = self._outbox.remove_commands(decisions.outbox)
+        added, decisions.outbox = self._outbox.add_commands(everything)
+        return commands + added
+
+    def _drop_erased(self, applied: Applied, decisions: _Decisions) -> None:
+        """Users erased by another process while this one held them (cached) were scored, but
+        their writes were refused: nothing decided about them may go out, nor stay in the
+        outbox (one more round trip, only then)."""
+        gone = [user for user in decisions.changes if user not in applied.states]
+        if not gone:
+            return
+        for user in gone:
+            del decisions.changes[user]
+        self._outbox.execute(self._rewrite_outbox(decisions))
 
     def _after(self, applied: Applied, decisions: _Decisions) -> None:
         """Work after the batch is stored; it must not fail the batch, whose changes are only
