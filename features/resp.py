@@ -115,6 +115,19 @@ def pipe_for(client: Client) -> Sender:
     return Pipe(client)
 
 
+def text(value: bytes | str) -> str:
+    """A reply's bytes as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def checked(replies: list[Any]) -> list[Any]:
+    """The replies, unless one is an error: then that error is raised (the first)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 def hash_items(reply: dict[Any, Any] | list[Any]) -> Iterable[tuple[Any, Any]]:
     """The field-value pairs of an HGETALL reply (a map, or a flat list from older servers)."""
     if isinstance(reply, dict):

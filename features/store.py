@@ -544,7 +544,7 @@ class FeatureStore:
         # A cluster client's scan walks every primary in turn.
         found = self._call(self._redis.scan_iter, match=pattern, count=batch)
         while page := self._call(lambda: list(islice(found, batch))):
-            users = [u for key in page if (u := keys.user_of(self._prefix, _text(key)))]
+            users = [u for key in page if (u := keys.user_of(self._prefix, resp.text(key)))]
             reads = [(key, resp.command(b"GET", key)) for key in map(self._key, users)]
             for user, value in zip(users, self._call(self._pipe.execute, reads), strict=True):
                 if value:
@@ -655,10 +655,6 @@ def redis_address(client: resp.Client) -> str:
 
 def _ignore(call: str, seconds: float) -> None:
     """No one listens to the store's timings."""
-
-
-def _text(key: bytes | str) -> str:
-    return key.decode() if isinstance(key, bytes) else key
 
 
 def _version(version: int) -> bytes:

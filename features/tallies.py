@@ -35,17 +35,11 @@ def read(client: resp.Client, prefix: str) -> dict[str, int]:
     """Every tally, summed over the hashes that hold them (field -> count)."""
     if not isinstance(client, RedisCluster):
         raw = client.hgetall(keys.tallies(prefix))
-        return {_text(name): int(count) for name, count in raw.items()}
+        return {resp.text(name): int(count) for name, count in raw.items()}
     names = [key.encode() for key in all_keys(client, prefix)]
     commands = [(name, resp.command(b"HGETALL", name)) for name in names]
     total: Counter[str] = Counter()
-    for reply in ClusterPipe(client).execute(commands):
-        if isinstance(reply, Exception):
-            raise reply
+    for reply in resp.checked(ClusterPipe(client).execute(commands)):
         for name, count in resp.hash_items(reply):
-            total[_text(name)] += int(count)
+            total[resp.text(name)] += int(count)
     return dict(total)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

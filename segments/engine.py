@@ -142,7 +142,7 @@ class Engine:
         # the ids stay unique when a rebuilt state numbers each user's changes from 1 again.
         self.epoch = 0
         self.set_audiences(Catalog())
-        self._campaigns: dict[tuple[str, tuple[str, ...]], list[tuple[str, int]]] = {}
+        self._campaigns: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, int], ...]] = {}
 
     def set_audiences(self, catalog: Catalog) -> None:
         """Evaluate this catalog's audiences from the next batch on."""
@@ -183,8 +183,8 @@ class Engine:
             rfm(params, down[:, self._rfm], self.config.recency_days)[1],
         )
         rules = self._matching_rules(raw, up, down)
-        view = _View(params, scores, near, rules, inputs, raw[:, : len(self._published)])
-        view.rfm_raw = raw[:, self._rfm]
+        published = raw[:, : len(self._published)]
+        view = _View(params, scores, near, rules, inputs, (published, raw[:, self._rfm]))
         view.analytics(self._spend_inputs(raw))
         out = Scored()
         cut = int(learn_share * SAMPLE_BUCKETS)
@@ -567,7 +567,7 @@ class Engine:
             )  # fmt: skip
         return changes
 
-    def _campaign(self, kind: str, segments: Sequence[str]) -> list[tuple[str, int]]:
+    def _campaign(self, kind: str, segments: Sequence[str]) -> tuple[tuple[str, int], ...]:
         """Tallies of one offer or conversion: `<kind><segment>|<action>` for each playbook
         action of its segments (a cross-sell action once, without items)."""
         asked = (kind, tuple(segments))
@@ -575,8 +575,8 @@ class Engine:
         if found is None:
             playbook = self.config.playbook
             pairs = dict.fromkeys(f"{s}|{a}" for s in segments for a in playbook.get(s, ()))
-            found = self._campaigns[asked] = [(kind + pair, 1) for pair in pairs]
-        return list(found)
+            found = self._campaigns[asked] = tuple((kind + pair, 1) for pair in pairs)
+        return found
 
     def _actions(self, segment: str, recommendations: Sequence[str]) -> list[str]:
         """The playbook's actions for a segment, each cross-sell one given as one
@@ -615,8 +615,9 @@ class _View:
         rfm_near: tuple[list[str], list[str]],
         rules: tuple[list[list[str]], list[list[str]]],
         inputs: npt.NDArray[np.float64],
-        raw: npt.NDArray[np.float64],
+        raw: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]],
     ) -> None:
+        """`raw`: the published features' columns and the R, F, M ones."""
         self.params = params
         self.clusters = _Nearest(params, scores.nearest, scores.distances)
         self.propensity: list[float] = scores.propensity.tolist()
@@ -624,16 +625,15 @@ class _View:
         self.rfm_up, self.rfm_down = rfm_near
         self.rules, self.rules_near = rules
         self.inputs = inputs
-        self.raw = raw
+        self.raw, self.rfm_raw = raw
         self.labels = dict(zip(params.cluster_ids.tolist(), params.cluster_labels, strict=True))
         density = params.density
         outlier = density.is_outlier(scores.standardized) if density and len(scores.rfm) else None
-        self.outlier: list[bool] = [False] * len(raw) if outlier is None else outlier.tolist()
+        self.outlier: list[bool] = [False] * len(self.raw) if outlier is None else outlier.tolist()
         self.parents = params.hierarchy.parent_of if params.hierarchy else {}
         self.rules_table = params.rules if params.rules else None  # None: no rule at all
         self.spend: list[float] = []
         self._spend_bytes, self._spend_width = b"", 0
-        self.rfm_raw: npt.NDArray[np.float64] = raw[:, :0]  # the R, F, M columns
         # Rows as lists, made for the whole batch at its first use (the trainer samples a
         # share of the users; one numpy row at a time costs 3 µs a user).
         self._input_rows: list[list[float]] | None = None

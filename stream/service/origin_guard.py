@@ -71,7 +71,7 @@ class Stored:
 
     @classmethod
     def parse(cls, raw: dict[Any, Any]) -> Stored | None:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {resp.text(k): resp.text(v) for k, v in raw.items()}
         if "epoch" not in fields:
             return None
         offsets = {
@@ -265,10 +265,6 @@ def _lost_message(client: resp.Client, origin: Origin) -> str:
         " persistence, was flushed, or failed over to an empty replica; going on would lose"
         f" every user's history; {RECOVER_HINT}"
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def persistence_warning(client: resp.Client) -> str:

@@ -44,11 +44,7 @@ class Outbox:
     def execute(self, commands: list[Command]) -> None:
         """Run packed outbox commands now, in order (one round trip per node)."""
         with redis_call("outbox"):
-            replies = self._pipe.execute(commands)
-        errors = [r for r in replies if isinstance(r, Exception)]
-        if errors:
-            msg = f"redis refused {len(errors)} outbox commands, first: {errors[0]}"
-            raise TransientError(msg)
+            resp.checked(self._pipe.execute(commands))
 
     def remove(self, written: Iterable[tuple[int, bytes]]) -> None:
         """Drop entries whose changes were delivered; a failure only delays the cleanup (they

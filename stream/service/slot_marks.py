@@ -42,8 +42,4 @@ class SlotMarks:
         return [keys.slot_epoch(self._prefix, tag).encode() for tag in tags]
 
     def _run(self, commands: list[Command]) -> list[object]:
-        replies = self._pipe.execute(commands)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return resp.checked(self._pipe.execute(commands))

@@ -43,7 +43,7 @@ from stream.settings import ApiSettings, Settings, producer_config
 from stream.tools.bench_processes import run_processes
 from stream.tools.generate import generate
 from stream.tools.local_servers import free_port, redis_cluster
-from stream.tools.replay import Pacer, Pacing, Record, read_records, replay
+from stream.tools.replay import Pacer, Pacing, Record, read_records, replay, replay_values
 from stream.tools.servers import ensure_stack
 from stream.tools.sizing import measured, memory_per_user, needs
 
@@ -268,9 +268,7 @@ def _memory_per_user(settings: Settings, user_ids: Iterable[str]) -> dict[str, o
 def _bench_loops(
     settings: Settings, values: Sequence[bytes]
 ) -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
-    ensure_topics(settings)
-    records = (Record(orjson.loads(v)["user_id"].encode(), v, None) for v in values)
-    sent = replay(records, Producer(producer_config(settings)), settings.topics.events, Pacing())
+    sent = replay_values(settings, values)
     produced: dict[str, object] = {
         "events_per_second": round(sent.sent / sent.elapsed_s),
         "errors": sent.errors,
@@ -293,9 +291,7 @@ def _bench_pipeline(settings: Settings, values: Sequence[bytes]) -> dict[str, ob
     its first half is `cold` (most users are new and get their first segment), its second half
     the steady state of a live service (users known and cached, changing segment now and
     then), timed from the batch that crossed the half to the last."""
-    ensure_topics(settings)
-    records = (Record(orjson.loads(v)["user_id"].encode(), v, None) for v in values)
-    replay(records, Producer(producer_config(settings)), settings.topics.events, Pacing())
+    replay_values(settings, values)
     clock = BatchClock(build_handler(settings))
     try:
         with measured(clock.inner.store.client) as costs:

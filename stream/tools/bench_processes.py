@@ -12,14 +12,10 @@ from collections.abc import Sequence
 from multiprocessing.queues import Queue
 from typing import Any
 
-import orjson
-from confluent_kafka import Producer
-
 from stream.kafka.loop import Loop
-from stream.kafka.topics import ensure_topics
 from stream.service.wiring import build_handler, redis_client
-from stream.settings import Settings, producer_config
-from stream.tools.replay import Pacing, Record, replay
+from stream.settings import Settings
+from stream.tools.replay import replay_values
 from stream.tools.sizing import Costs, measured, process_cpu_s
 
 # A member ends once it has read nothing for this long (the others took the rest).
@@ -28,9 +24,7 @@ IDLE_END_S = 5.0
 
 def run_processes(settings: Settings, values: Sequence[bytes], processes: int) -> dict[str, Any]:
     """Replay `values` into a fresh topic, then consume it with `processes` service processes."""
-    ensure_topics(settings)
-    records = (Record(orjson.loads(v)["user_id"].encode(), v, None) for v in values)
-    replay(records, Producer(producer_config(settings)), settings.topics.events, Pacing())
+    replay_values(settings, values)
     context = multiprocessing.get_context("spawn")
     results: Queue[dict[str, Any]] = context.Queue()
     members = [context.Process(target=_member, args=(settings, results)) for _ in range(processes)]

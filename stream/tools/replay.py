@@ -10,7 +10,7 @@ import csv
 import gzip
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -19,6 +19,8 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from features.events import parse_timestamp
+from stream.kafka.topics import ensure_topics
+from stream.settings import Settings, producer_config
 
 _CSV_INTS = frozenset({"quantity", "schema_version"})
 _CSV_FLOATS = frozenset({"price", "rating"})
@@ -218,3 +220,11 @@ def _produce(
             return
         except BufferError:
             producer.poll(0.05)
+
+
+def replay_values(settings: Settings, values: Iterable[bytes]) -> ReplaySummary:
+    """JSON events into the settings' events topic (created if missing), keyed by their user id,
+    as fast as they go (the bench's input)."""
+    ensure_topics(settings)
+    records = (Record(orjson.loads(v)["user_id"].encode(), v, None) for v in values)
+    return replay(records, Producer(producer_config(settings)), settings.topics.events, Pacing())

@@ -82,7 +82,7 @@ def memory_per_user(
     sizes = sorted(client.memory_usage(name, samples=0) or 0 for name in names)
     if not sizes:
         return {"users": 0}
-    encodings = Counter(_text(client.object("encoding", name)) for name in names)
+    encodings = Counter(resp.text(client.object("encoding", name)) for name in names)
     return {
         "mean": round(statistics.mean(sizes), 1),
         "p95": sizes[int(0.95 * (len(sizes) - 1))],
@@ -90,10 +90,6 @@ def memory_per_user(
         "object_encoding": dict(encodings),
         "users": len(users),
     }
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def needs(rate: float, costs: dict[str, float]) -> dict[str, int]:

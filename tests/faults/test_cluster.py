@@ -8,7 +8,6 @@ cluster) equal to the users' segments.
 
 from __future__ import annotations
 
-import random
 import signal
 
 import orjson
@@ -17,7 +16,7 @@ import pytest
 from features import keys
 from tests.faults.conftest import RigFactory
 from tests.faults.harness import keep_for, keyed, wait_until
-from tests.faults.test_crashes import FAST_SESSIONS
+from tests.faults.test_crashes import kill_at_random_moments
 from tests.faults.test_lost_state import SILENCE, exit_code, recover, stopped_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -26,21 +25,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 def test_kill_9_on_a_cluster_loses_and_doubles_nothing(
     make_rig: RigFactory, events: list[bytes]
 ) -> None:
-    rig = make_rig(cluster=True)
-    rng = random.Random(11)
-    records = keyed(events)
-    size = len(records) // 4 + 1
-    parts = [records[start : start + size] for start in range(0, len(records), size)]
-    service = rig.service(**FAST_SESSIONS)
-    for part in parts[:-1]:
-        feeder = rig.feed.send_over(part, seconds=3, chunks=10)
-        service.start()
-        rig.wait_consuming(service, at_least=rng.randrange(1, len(part)))
-        service.kill()
-        feeder.finish()
-    rig.feed.send(parts[-1])
-    service.start()
-    rig.finish(service)
+    kill_at_random_moments(make_rig(cluster=True), events, seed=11, lives=4)
 
 
 def test_slots_moving_while_the_service_consumes_change_no_count(

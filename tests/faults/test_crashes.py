@@ -19,9 +19,15 @@ FAST_SESSIONS = {
 
 
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(rig: Rig, events: list[bytes]) -> None:
-    rng = random.Random(9)
+    kill_at_random_moments(rig, events, seed=9, lives=6)
+
+
+def kill_at_random_moments(rig: Rig, events: list[bytes], *, seed: int, lives: int) -> None:
+    """The input in `lives` parts; during each but the last the service is killed at a random
+    moment; then it reads the rest, and the run is checked (`Rig.finish`)."""
+    rng = random.Random(seed)
     records = keyed(events)
-    size = len(records) // 6 + 1
+    size = len(records) // lives + 1
     parts = [records[start : start + size] for start in range(0, len(records), size)]
     # The group notices a dead member after its session timeout: short, so a restart rejoins
     # in seconds (the kill is the fault under test, not the wait).

@@ -20,22 +20,16 @@ from features.definitions import (
     DUPLICATE,
     ID_MEMORY_MS,
     LATE,
-    Rules,
     UserState,
     compute_features,
     decide,
     prune,
 )
 from features.events import Event
+from tests.features.test_definitions import DAY, HOUR, MINUTE, RULES, SECOND, T0
 
 pytestmark = pytest.mark.unit
 
-T0 = 1_764_201_600_000  # 2025-11-27T00:00:00Z
-SECOND = 1_000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-RULES = Rules(lateness_ms=HOUR)
 CATEGORIES = ("shoes", "bags", "books", "toys", "audio")
 KINDS = ("view", "view", "view", "search", "add_to_cart", "remove_from_cart", "purchase", "review")
 
