@@ -17,7 +17,9 @@ from stream.settings import Settings
 def rules(settings: Settings, item: str | None, top: int) -> list[dict[str, Any]]:
     """The rules of `item` (or the best over every item), best first; tells on stderr why
     there are none."""
-    with SegmentClient(settings.redis.url, settings.key_prefix) as client:
+    with SegmentClient(
+        settings.redis.url, settings.key_prefix, cluster=settings.redis.cluster
+    ) as client:
         found = client.rules(item, top)
     if not found:
         print(_why_none(settings, item), file=sys.stderr)
